@@ -1,0 +1,384 @@
+"""`restore train denoiser|usrnet|export`: parse options into a `TrainConfig`, run the trainer,
+show progress on stderr; export a checkpoint into the weights store. No numerics here."""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeRemainingColumn
+from rich.text import Text
+
+from restore_cli.cli.common import EXIT_INTERRUPTED, examples_epilog, stderr_console
+from restore_cli.errors import RestoreError
+
+PANEL_DATA = "Data"
+PANEL_DEGRADATION = "Degradation"
+PANEL_MODEL = "Model"
+PANEL_OPTIM = "Optimisation"
+PANEL_CKPT = "Checkpoints"
+PANEL_DEVICE = "Device & precision"
+PANEL_REPORTING = "Reporting"
+
+train_app = typer.Typer(
+    name="train",
+    help="Train a noise-map denoiser (DRUNet layout) or USRNet from clean images, degraded on the fly; "
+    "export a checkpoint into the weights store.",
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+class SfmModeChoice(str, Enum):
+    targeted = "targeted"
+    central = "central"
+    random = "random"
+
+
+class LossChoice(str, Enum):
+    l1 = "l1"
+    l2 = "l2"
+
+
+class PrecisionChoice(str, Enum):
+    auto = "auto"
+    fp32 = "fp32"
+    bf16 = "bf16"
+    fp16 = "fp16"
+
+
+# --- parsing -----------------------------------------------------------------------------------
+
+_DURATION_RE = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*([hms])")
+
+
+def parse_duration(text: str) -> float:
+    """`2h30m`, `90m`, `1.5h`, `45s` or plain seconds → seconds."""
+    value = text.strip().lower()
+    try:
+        seconds = float(value)
+    except ValueError:
+        parts = _DURATION_RE.findall(value)
+        if not parts or _DURATION_RE.sub("", value).strip():
+            raise RestoreError(f"--time-limit {text!r}: expected a duration such as 2h30m, 90m, 1.5h or 3600") from None
+        seconds = sum(float(n) * {"h": 3600.0, "m": 60.0, "s": 1.0}[unit] for n, unit in parts)
+    if seconds <= 0:
+        raise RestoreError(f"--time-limit {text!r}: must be positive")
+    return seconds
+
+
+def parse_number_list(text: str, option: str, integer: bool = False) -> tuple[float, ...]:
+    """`0.5,0.75,0.9` → (0.5, 0.75, 0.9); integers only with `integer`."""
+    try:
+        values = tuple((int if integer else float)(p) for p in text.replace(" ", "").split(",") if p)
+    except ValueError:
+        kind = "integers" if integer else "numbers"
+        raise RestoreError(f"{option} {text!r}: expected comma-separated {kind}") from None
+    if not values:
+        raise RestoreError(f"{option} {text!r}: expected at least one value")
+    return values
+
+
+def parse_noise_range(text: str) -> tuple[float, float]:
+    values = parse_number_list(text, "--noise-range")
+    if len(values) != 2:
+        raise RestoreError(f"--noise-range {text!r}: expected LOW,HIGH on the 0–255 scale")
+    return values[0], values[1]
+
+
+def _config_value(key: str, raw: str) -> Any:
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError:
+        pass
+    try:
+        return [int(p) for p in raw.split(",")]
+    except ValueError:
+        raise RestoreError(f"--arch-config {key}={raw}: expected an integer or a comma-separated list of integers") from None
+
+
+def parse_arch_config(items: list[str]) -> dict[str, Any]:
+    """`--arch-config` items: a JSON object, `key=value` (integers; `nc=16,32,64,64`), or a preset
+    name (`usrnet-tiny`, `drunet`); later items override earlier ones."""
+    config: dict[str, Any] = {}
+    for item in items:
+        text = item.strip()
+        if text.startswith("{"):
+            try:
+                data = json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise RestoreError(f"--arch-config {text!r}: not valid JSON ({exc.msg})") from None
+            if not isinstance(data, dict):
+                raise RestoreError(f"--arch-config {text!r}: expected a JSON object")
+            config.update(data)
+        elif "=" in text:
+            key, _, raw = text.partition("=")
+            config[key.strip()] = _config_value(key.strip(), raw.strip())
+        elif text:
+            config["preset"] = text
+    return config
+
+
+def command_line() -> str:
+    return " ".join(["restore", *(shlex.quote(a) for a in sys.argv[1:])])
+
+
+# --- progress on stderr --------------------------------------------------------------------------
+
+
+class _SpeedColumn(ProgressColumn):
+    def render(self, task: Any) -> Text:
+        speed = task.speed
+        return Text("– steps/s" if speed is None else f"{speed:.2f} steps/s")
+
+
+class TrainingProgress:
+    """A Rich bar (step, loss, steps/s, ETA) on a terminal, plain lines per log record otherwise,
+    nothing with quiet (errors still reach stderr through the app)."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet
+        self.console = stderr_console()
+        self.progress: Progress | None = None
+        self.task_id: Any = None
+        self.last_loss = float("nan")
+
+    def _print(self, text: str) -> None:
+        if self.quiet:
+            return
+        (self.progress.console if self.progress is not None else self.console).print(text, highlight=False, soft_wrap=True)
+
+    def on_start(self, info: Any) -> None:
+        config = " ".join(f"{k}={list(v) if isinstance(v, tuple) else v}" for k, v in info.model_config.items())
+        self._print(
+            f"train {info.task}: {info.arch} ({config}; {info.parameters:,} parameters), {info.images} images"
+            f"{f', {info.val_images} for validation' if info.val_images else ''}, {info.device} {info.precision}"
+            f"{f', {info.world_size} processes' if info.world_size > 1 else ''}; steps {info.start_step}→{info.total_steps}; "
+            f"output {info.output}"
+        )
+        if self.quiet or not self.console.is_terminal:
+            return
+        self.progress = Progress(
+            TextColumn("[bold]train[/bold]"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("loss {task.fields[loss]}"),
+            _SpeedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            console=self.console,
+        )
+        self.progress.start()
+        self.task_id = self.progress.add_task("train", total=info.total_steps, completed=info.start_step, loss="–")
+
+    def on_step(self, step: int, loss: float) -> None:
+        if self.progress is not None:
+            self.progress.update(self.task_id, completed=step, loss=f"{loss:.4g}")
+
+    def on_record(self, record: dict[str, Any]) -> None:
+        kind = record.get("kind")
+        if kind == "train" and self.progress is None:
+            self._print(
+                f"step {record['step']}: loss {record['loss']:.5g}, lr {record['lr']:.3g}, "
+                f"{record['steps_per_s']:.2f} steps/s"
+            )
+        elif kind == "val":
+            self._print(f"step {record['step']}: validation PSNR {record['psnr']:.2f} dB ({record['protocol']})")
+        elif kind == "checkpoint":
+            self._print(f"step {record['step']}: checkpoint {record['path']}")
+
+    def on_finish(self, result: Any) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+            self.progress = None
+        words = {"completed": "finished", "interrupted": "interrupted", "time_limit": "stopped at the time limit"}
+        self._print(f"train: {words[result.reason]} at step {result.step}; checkpoint {result.checkpoint}")
+
+
+# --- shared options ------------------------------------------------------------------------------
+
+DataOpt = Annotated[list[Path], typer.Option("--data", help="Folder of clean training images (recursive; repeat for several).", rich_help_panel=PANEL_DATA, show_default=False)]
+ValOpt = Annotated[Optional[Path], typer.Option("--val", help="Folder of clean validation images (centre-cropped to 256×256).", rich_help_panel=PANEL_DATA)]
+ChannelsOpt = Annotated[int, typer.Option("--channels", min=1, max=3, help="1 = gray (colour images converted with MATLAB rgb2gray), 3 = RGB (gray images replicated).", rich_help_panel=PANEL_DATA)]
+PatchOpt = Annotated[int, typer.Option("--patch", min=8, help="Training patch size (HR for usrnet).", rich_help_panel=PANEL_DATA)]
+BatchOpt = Annotated[int, typer.Option("--batch", min=1, help="Patches per step and process.", rich_help_panel=PANEL_DATA)]
+SfmRateOpt = Annotated[float, typer.Option("--sfm-rate", min=0.0, max=1.0, help="Share of patches DCT-band masked before the degradation (SFM; 0 = off, paper: 0.5).", rich_help_panel=PANEL_DEGRADATION)]
+SfmCenterOpt = Annotated[float, typer.Option("--sfm-center", min=0.0, max=1.0, help="targeted mode: band centre as a fraction of r_max.", rich_help_panel=PANEL_DEGRADATION)]
+SfmSpreadOpt = Annotated[float, typer.Option("--sfm-spread", min=0.0, help="targeted mode: band half-width spread as a fraction of r_max.", rich_help_panel=PANEL_DEGRADATION)]
+ArchConfigOpt = Annotated[list[str], typer.Option("--arch-config", help="Network size: key=value (nc=16,32,64,64 nb=2 …), a JSON object, or a preset name; repeatable.", rich_help_panel=PANEL_MODEL)]
+StepsOpt = Annotated[int, typer.Option("--steps", min=1, help="Optimizer steps in all.", rich_help_panel=PANEL_OPTIM)]
+LrOpt = Annotated[float, typer.Option("--lr", min=0.0, help="Adam learning rate (betas 0.9, 0.999).", rich_help_panel=PANEL_OPTIM)]
+MilestonesOpt = Annotated[str, typer.Option("--milestones", help="Where the lr is multiplied by --lr-gamma: fractions of --steps (<1) or step numbers.", rich_help_panel=PANEL_OPTIM)]
+GammaOpt = Annotated[float, typer.Option("--lr-gamma", min=0.0, max=1.0, help="Learning-rate factor at each milestone.", rich_help_panel=PANEL_OPTIM)]
+LossOpt = Annotated[LossChoice, typer.Option("--loss", help="Pixel loss against the clean target.", rich_help_panel=PANEL_OPTIM)]
+SeedOpt = Annotated[int, typer.Option("--seed", min=0, help="Seed of initialisation, patches, kernels and noise (process r uses seed and r).", rich_help_panel=PANEL_OPTIM)]
+OutputOpt = Annotated[Path, typer.Option("-o", "--output", help="Run folder: checkpoints, latest, log.jsonl.", rich_help_panel=PANEL_CKPT)]
+CheckpointEveryOpt = Annotated[int, typer.Option("--checkpoint-every", min=1, help="Save a checkpoint every N steps (and at the end, on Ctrl-C and at --time-limit).", rich_help_panel=PANEL_CKPT)]
+KeepOpt = Annotated[int, typer.Option("--keep", min=0, help="Checkpoints kept (newest); 0 keeps all.", rich_help_panel=PANEL_CKPT)]
+TimeLimitOpt = Annotated[Optional[str], typer.Option("--time-limit", help="Stop cleanly and save after this long, e.g. 2h30m, 90m, 3600.", rich_help_panel=PANEL_CKPT)]
+ResumeOpt = Annotated[Optional[Path], typer.Option("--resume", help="Continue exactly from a checkpoint folder, or a run folder's latest; give the same options as before (--steps may grow).", rich_help_panel=PANEL_CKPT)]
+DeviceOpt = Annotated[str, typer.Option("--device", help="auto (CUDA if available), cpu, cuda or cuda:N.", rich_help_panel=PANEL_DEVICE)]
+PrecisionOpt = Annotated[PrecisionChoice, typer.Option("--precision", help="auto = bf16 on CUDA (fp16 where unsupported), fp32 on the CPU; bf16/fp16 are autocast with channels_last.", rich_help_panel=PANEL_DEVICE)]
+ValEveryOpt = Annotated[int, typer.Option("--val-every", min=1, help="Validation PSNR every N steps (with --val).", rich_help_panel=PANEL_REPORTING)]
+LogEveryOpt = Annotated[int, typer.Option("--log-every", min=1, help="Write mean loss, lr and steps/s to log.jsonl every N steps.", rich_help_panel=PANEL_REPORTING)]
+QuietOpt = Annotated[bool, typer.Option("-q", "--quiet", help="No progress on stderr.", rich_help_panel=PANEL_REPORTING)]
+
+
+def _run(config_kwargs: dict[str, Any], quiet: bool) -> None:
+    from restore_cli.train.trainer import TrainConfig, run_training
+
+    config = TrainConfig(**config_kwargs)
+    result = run_training(config, TrainingProgress(quiet))
+    if result.rank == 0 and result.checkpoint is not None:
+        sys.stdout.write(f"{result.checkpoint}\n")
+        sys.stdout.flush()
+    if result.reason == "interrupted":
+        raise typer.Exit(EXIT_INTERRUPTED)
+
+
+def _common(
+    data: list[Path], val: Optional[Path], channels: int, patch: int, batch: int, arch_config: list[str],
+    steps: int, lr: float, milestones: str, lr_gamma: float, loss: LossChoice, seed: int, output: Path,
+    checkpoint_every: int, keep: int, time_limit: Optional[str], resume: Optional[Path], device: str,
+    precision: PrecisionChoice, val_every: int, log_every: int, noise_range: str, sfm_rate: float, sfm_mode: SfmModeChoice,
+    sfm_center: float, sfm_spread: float,
+) -> dict[str, Any]:
+    if channels not in (1, 3):
+        raise RestoreError(f"--channels must be 1 or 3, got {channels}")
+    return dict(
+        data=tuple(data), val=val, channels=channels, patch=patch, batch=batch, arch_config=parse_arch_config(arch_config),
+        steps=steps, lr=lr, milestones=parse_number_list(milestones, "--milestones"), lr_gamma=lr_gamma, loss=loss.value,
+        seed=seed, output=output, checkpoint_every=checkpoint_every, keep_checkpoints=keep,
+        time_limit=None if time_limit is None else parse_duration(time_limit), resume=resume, device=device,
+        precision=precision.value, val_every=val_every, log_every=log_every, noise_range=parse_noise_range(noise_range),
+        sfm_rate=sfm_rate, sfm_mode=sfm_mode.value, sfm_center=sfm_center, sfm_spread=sfm_spread, command_line=command_line(),
+    )
+
+
+@train_app.command(
+    "denoiser",
+    help="Train a non-blind Gaussian denoiser (ResUNet on [image, σ map], DRUNet layout: nc 64-128-256-512, nb 4) "
+    "on clean images with AWGN of σ ~ U[--noise-range] per patch, unclipped. The network predicts the clean "
+    "image; with SFM the clean patch is masked before the noise and the masked patch is the target.",
+    epilog=examples_epilog(
+        "restore train denoiser --data ../shared/datasets/Train400 --val ../shared/datasets/Set12 --channels 1 --arch-config nc=32,64,128,256 --arch-config nb=2 --steps 20000 -o runs/dn-gray",
+        "torchrun --nproc_per_node=2 -m restore_cli train denoiser --data photos/ --sfm-rate 0.5 --steps 100000 --time-limit 2h30m -o runs/dn-sfm",
+    ),
+)
+def denoiser(
+    data: DataOpt,
+    val: ValOpt = None,
+    channels: ChannelsOpt = 3,
+    patch: PatchOpt = 96,
+    batch: BatchOpt = 16,
+    noise_range: Annotated[str, typer.Option("--noise-range", help="σ range LOW,HIGH on the 0–255 scale, drawn uniformly per patch.", rich_help_panel=PANEL_DEGRADATION)] = "0,50",
+    sfm_rate: SfmRateOpt = 0.0,
+    sfm_mode: Annotated[SfmModeChoice, typer.Option("--sfm-mode", help="SFM band: targeted (denoising setting of the paper), central, random.", rich_help_panel=PANEL_DEGRADATION)] = SfmModeChoice.targeted,
+    sfm_center: SfmCenterOpt = 0.85,
+    sfm_spread: SfmSpreadOpt = 0.15,
+    arch_config: ArchConfigOpt = [],  # noqa: B006 (Typer reads the default)
+    steps: StepsOpt = 100_000,
+    lr: LrOpt = 1e-4,
+    milestones: MilestonesOpt = "0.5,0.75,0.9",
+    lr_gamma: GammaOpt = 0.5,
+    loss: LossOpt = LossChoice.l1,
+    seed: SeedOpt = 0,
+    output: OutputOpt = Path("runs/denoiser"),
+    checkpoint_every: CheckpointEveryOpt = 1000,
+    keep: KeepOpt = 2,
+    time_limit: TimeLimitOpt = None,
+    resume: ResumeOpt = None,
+    device: DeviceOpt = "auto",
+    precision: PrecisionOpt = PrecisionChoice.auto,
+    val_every: ValEveryOpt = 1000,
+    log_every: LogEveryOpt = 100,
+    quiet: QuietOpt = False,
+) -> None:
+    kwargs = _common(
+        data, val, channels, patch, batch, arch_config, steps, lr, milestones, lr_gamma, loss, seed, output,
+        checkpoint_every, keep, time_limit, resume, device, precision, val_every, log_every, noise_range, sfm_rate,
+        sfm_mode, sfm_center, sfm_spread,
+    )
+    _run({"task": "denoiser", **kwargs}, quiet)
+
+
+@train_app.command(
+    "usrnet",
+    help="Train USRNet for y = (x ⊗ k)↓s + n: one scale per step from --scales, a random 25×25 kernel per patch "
+    "(half motion blur, half anisotropic Gaussian), wrap blur, upper-left decimation, σ = 0 for 1/9 of the "
+    "patches and σ ~ U[--noise-range] otherwise. SFM (central) masks the HR patch before the degradation.",
+    epilog=examples_epilog(
+        "restore train usrnet --data ../shared/datasets/T91 --val ../shared/datasets/Set5 --arch-config usrnet-tiny --steps 50000 -o runs/usrnet-tiny",
+        "restore train usrnet --data DIV2K/ --init-prior weights/drunet-nb2.safetensors --batch 48 --resume runs/usrnet",
+    ),
+)
+def usrnet(
+    data: DataOpt,
+    val: ValOpt = None,
+    channels: ChannelsOpt = 3,
+    patch: PatchOpt = 96,
+    batch: BatchOpt = 16,
+    scales: Annotated[str, typer.Option("--scales", help="Scale factors, one drawn per step (1 = deblurring).", rich_help_panel=PANEL_DEGRADATION)] = "1,2,3,4",
+    noise_range: Annotated[str, typer.Option("--noise-range", help="σ range LOW,HIGH on the 0–255 scale for the 8/9 noisy patches.", rich_help_panel=PANEL_DEGRADATION)] = "0,25",
+    sfm_rate: SfmRateOpt = 0.0,
+    sfm_mode: Annotated[SfmModeChoice, typer.Option("--sfm-mode", help="SFM band: central (the SR setting of the paper), targeted, random.", rich_help_panel=PANEL_DEGRADATION)] = SfmModeChoice.central,
+    sfm_center: SfmCenterOpt = 0.85,
+    sfm_spread: SfmSpreadOpt = 0.15,
+    arch_config: ArchConfigOpt = [],  # noqa: B006
+    init_prior: Annotated[Optional[Path], typer.Option("--init-prior", help="Initialise the prior p from a resunet-denoiser .safetensors of the same widths and nb.", rich_help_panel=PANEL_MODEL)] = None,
+    steps: StepsOpt = 100_000,
+    lr: LrOpt = 1e-4,
+    milestones: MilestonesOpt = "0.5,0.75,0.9",
+    lr_gamma: GammaOpt = 0.5,
+    loss: LossOpt = LossChoice.l1,
+    seed: SeedOpt = 0,
+    output: OutputOpt = Path("runs/usrnet"),
+    checkpoint_every: CheckpointEveryOpt = 1000,
+    keep: KeepOpt = 2,
+    time_limit: TimeLimitOpt = None,
+    resume: ResumeOpt = None,
+    device: DeviceOpt = "auto",
+    precision: PrecisionOpt = PrecisionChoice.auto,
+    val_every: ValEveryOpt = 1000,
+    log_every: LogEveryOpt = 100,
+    quiet: QuietOpt = False,
+) -> None:
+    kwargs = _common(
+        data, val, channels, patch, batch, arch_config, steps, lr, milestones, lr_gamma, loss, seed, output,
+        checkpoint_every, keep, time_limit, resume, device, precision, val_every, log_every, noise_range, sfm_rate,
+        sfm_mode, sfm_center, sfm_spread,
+    )
+    scale_values = tuple(int(s) for s in parse_number_list(scales, "--scales", integer=True))
+    _run({"task": "usrnet", **kwargs, "scales": scale_values, "init_prior": init_prior}, quiet)
+
+
+@train_app.command(
+    "export",
+    help="Export a checkpoint (or a run folder's latest) as NAME.safetensors in the weights store, with its "
+    "manifest entry (architecture, task, scales, channels, sha256, training settings). Prints the file path.",
+    epilog=examples_epilog(
+        "restore train export runs/dn-gray --name denoise-gray-small",
+        "restore train export runs/usrnet-tiny/ckpt-0050000 --name usrnet-tiny-mine --weights-dir ~/restore-weights --metrics report.json",
+    ),
+)
+def export(
+    checkpoint: Annotated[Path, typer.Argument(help="Checkpoint folder (ckpt-NNNNNNN) or run folder.", show_default=False)],
+    name: Annotated[str, typer.Option("--name", help="Model name (file NAME.safetensors, manifest key).", show_default=False)],
+    weights_dir: Annotated[Optional[Path], typer.Option("--weights-dir", help="Weights store folder (default: $RESTORE_WEIGHTS_DIR or the installed store).")] = None,
+    metrics: Annotated[Optional[Path], typer.Option("--metrics", help="JSON evaluation report attached as the entry's metrics.")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing model of that name.")] = False,
+) -> None:
+    from restore_cli.train.export import export_checkpoint, read_metrics_file
+
+    report = None if metrics is None else read_metrics_file(metrics)
+    result = export_checkpoint(checkpoint, name, weights_dir, metrics=report, overwrite=overwrite)
+    stderr_console().print(f"exported {result.entry.arch} ({result.entry.task}) as {name}: sha256 {result.entry.sha256[:12]}…, manifest {result.manifest}", highlight=False)
+    sys.stdout.write(f"{result.weights}\n")
+

@@ -1,0 +1,128 @@
+"""Export a training checkpoint into the weights store: NAME.safetensors plus its manifest entry.
+
+The weights file holds the model tensors only (fp32, contiguous) with safetensors metadata
+`arch` and `config` (JSON), so that `--weights FILE` works without the manifest; the manifest
+entry records the architecture, task, scales, channels, sha256 and how the model was trained.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import save as safetensors_bytes
+
+from restore_cli.engine.weights import ModelEntry, add_manifest_entry, load_manifest, sha256_file, weights_dir
+from restore_cli.errors import RestoreError
+from restore_cli.io.atomic import atomic_write_bytes
+from restore_cli.train.checkpoint import read_checkpoint_state, read_model_tensors, resolve_checkpoint
+from restore_cli.train.trainer import MANIFEST_TASK, TrainConfig
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    weights: Path
+    manifest: Path
+    entry: ModelEntry
+
+
+def training_record(config: TrainConfig, state: dict[str, Any], checkpoint: Path) -> dict[str, Any]:
+    """The manifest's `training` table: data, recipe, optimisation, SFM and the command line."""
+    return {
+        "data": [str(p) for p in config.data],
+        "val": None if config.val is None else str(config.val),
+        "steps": int(state["step"]),
+        "planned_steps": config.steps,
+        "seed": config.seed,
+        "batch": config.batch,
+        "patch": config.patch,
+        "processes": int(state.get("world_size", 1)),
+        "lr": config.lr,
+        "milestones": list(config.resolved_milestones()),
+        "lr_gamma": config.lr_gamma,
+        "loss": config.loss,
+        "optimizer": "adam(0.9, 0.999)",
+        "noise_range": list(config.noise_range),  # type: ignore[arg-type]
+        "scales": list(config.scales) if config.task == "usrnet" else [1],
+        "precision": state.get("precision"),
+        "sfm": None if config.sfm_rate <= 0 else {
+            "rate": config.sfm_rate, "mode": config.sfm_mode, "center": config.sfm_center, "spread": config.sfm_spread,
+        },
+        "init_prior": None if config.init_prior is None else str(config.init_prior),
+        "data_fingerprint": state.get("data_fingerprint"),
+        "images": state.get("images"),
+        "last_val": state.get("last_val"),
+        "elapsed_s": state.get("elapsed_s"),
+        "checkpoint": str(checkpoint),
+        "command": config.command_line,
+    }
+
+
+def read_metrics_file(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise RestoreError("metrics file not found", path) from None
+    except (OSError, json.JSONDecodeError) as exc:
+        raise RestoreError(f"cannot read the metrics file as JSON ({exc})", path) from None
+    if not isinstance(data, dict):
+        raise RestoreError("metrics file must hold a JSON object", path)
+    return data
+
+
+def export_checkpoint(
+    checkpoint: Path,
+    name: str,
+    directory: Path | None = None,
+    metrics: dict[str, Any] | None = None,
+    overwrite: bool = False,
+) -> ExportResult:
+    """Write DIR/NAME.safetensors and add NAME to DIR/manifest.json (DIR: the weights store).
+
+    `checkpoint` is a checkpoint folder or a run folder (its `latest`). Refuses to replace an
+    existing model of that name unless `overwrite`.
+    """
+    if not _NAME_RE.match(name):
+        raise RestoreError(f"model name {name!r} must be letters, digits, '.', '_' or '-' (not starting with a symbol)")
+    path = resolve_checkpoint(checkpoint)
+    state = read_checkpoint_state(path)
+    config = TrainConfig.from_json(state["config"])
+    arch, model_config = state["arch"], state["model_config"]
+    tensors = {k: v.to(torch.float32).contiguous() for k, v in read_model_tensors(path).items()}
+
+    from restore_cli.models.architectures import build_model
+
+    try:
+        build_model(arch, model_config).load_state_dict(tensors, strict=True)
+    except (RuntimeError, ValueError) as exc:
+        raise RestoreError(f"checkpoint tensors do not fit {arch} {model_config} ({str(exc).splitlines()[0]})", path) from None
+
+    directory = weights_dir() if directory is None else Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    target = directory / f"{name}.safetensors"
+    if not overwrite and (target.exists() or name in load_manifest(directory)):
+        raise RestoreError(f"a model named {name!r} already exists; choose another --name or pass --overwrite", target)
+    metadata = {"arch": arch, "config": json.dumps(model_config), "task": MANIFEST_TASK[config.task], "name": name}
+    atomic_write_bytes(target, safetensors_bytes(tensors, metadata=metadata))
+
+    entry = ModelEntry(
+        name=name,
+        file=target.name,
+        sha256=sha256_file(target),
+        arch=arch,
+        config=model_config,
+        task=MANIFEST_TASK[config.task],
+        scales=list(config.scales) if config.task == "usrnet" else [1],
+        channels=config.channels,
+        tiling="safe",
+        training=training_record(config, state, path),
+        metrics=dict(metrics or {}),
+    )
+    manifest = add_manifest_entry(entry, directory)
+    return ExportResult(weights=target, manifest=manifest, entry=entry)

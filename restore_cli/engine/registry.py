@@ -19,6 +19,9 @@ from restore_cli.engine.weights import ModelEntry, load_manifest, read_safetenso
 from restore_cli.errors import RestoreError
 
 
+TASK_OF_ARCH = {"usrnet": "sr", "resunet-denoiser": "denoise"}
+
+
 @dataclass
 class ResolvedModel:
     """A built model with the facts the engine needs about it."""
@@ -78,6 +81,8 @@ def load_weights_file(path: Path, task: str, arch: str | None = None) -> Resolve
     if not arch:
         raise RestoreError("the file does not say its architecture (no 'arch' metadata); pass --arch", path)
     architecture = _architecture(arch)
+    if TASK_OF_ARCH.get(arch, task) != task:
+        raise RestoreError(f"these are '{arch}' weights, made for `restore {TASK_OF_ARCH[arch]}`, not `{task}`", path)
     config = json.loads(metadata["config"]) if "config" in metadata else architecture.infer_config(tensors)
     module = _build(arch, config, tensors, path)
     channels = int(config.get("channels", config.get("out_nc", 3)))
@@ -112,10 +117,10 @@ def import_pickle(path: Path, preset: str) -> tuple[dict[str, torch.Tensor], str
     it fits the named preset/architecture, and return (tensors, arch, config)."""
     from restore_cli.models.architectures import ARCHITECTURES, PRESETS
 
-    if preset in PRESETS:
-        arch, config = PRESETS[preset]
-    elif preset in ARCHITECTURES:
+    if preset in ARCHITECTURES:  # an architecture name: the config is read from the shapes
         arch, config = preset, {}
+    elif preset in PRESETS:  # a preset: the shapes must match its config
+        arch, config = PRESETS[preset]
     else:
         known = ", ".join(sorted(set(PRESETS) | set(ARCHITECTURES)))
         raise RestoreError(f"unknown --arch '{preset}' (known: {known})")
@@ -135,7 +140,7 @@ def import_pickle(path: Path, preset: str) -> tuple[dict[str, torch.Tensor], str
         config = _architecture(arch).infer_config(tensors)
     else:
         inferred = _architecture(arch).infer_config(tensors)
-        if inferred != config:
+        if inferred != _architecture(arch).full_config(config):
             raise RestoreError(f"weights do not match --arch {preset} (they look like {inferred})", path)
     _build(arch, config, tensors, Path(path))
     return tensors, arch, config

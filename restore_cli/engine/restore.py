@@ -55,10 +55,7 @@ class Restorer:
         self.placement = placement
         self.tiles = tiles
         self.log = log or (lambda message: None)
-        module = model.module.to(placement.device).eval()
-        if placement.channels_last:
-            module = module.to(memory_format=torch.channels_last)
-        self.module = module
+        self.module = model.module.to(placement.device).eval().to(memory_format=torch.channels_last)
 
     # -- plumbing -------------------------------------------------------------------------
     def _adapt_in(self, x: Tensor) -> tuple[Tensor, int]:
@@ -93,9 +90,7 @@ class Restorer:
         placement = self.placement
 
         def fn(region: Tensor) -> Tensor:
-            region = region.to(placement.device, torch.float32)
-            if placement.channels_last:
-                region = region.contiguous(memory_format=torch.channels_last)
+            region = region.to(placement.device, torch.float32).contiguous(memory_format=torch.channels_last)
             with torch.inference_mode(), placement.autocast():
                 out = forward(region)
             return out.float()

@@ -31,12 +31,26 @@ class RestorerCache:
         self.choice = choice
         self.log = log or (lambda message: None)
         self.device = select_device(choice.device)
+        select_precision(choice.precision, self.device)  # type: ignore[arg-type]  # validate early
         self._by_channels: dict[int, Restorer] = {}
+        self._check()
+
+    def _check(self) -> None:
+        """Fail before the batch starts (usage error) when the requested model cannot exist."""
+        choice = self.choice
+        if choice.weights is not None:
+            self._fixed: ResolvedModel | None = load_weights_file(choice.weights, choice.task)
+        else:
+            self._fixed = None
+            if choice.name is not None:
+                find_entry(choice.name)
+            else:
+                default_model_name(choice.task, 3)
 
     def _resolve(self, channels: int) -> ResolvedModel:
         choice = self.choice
-        if choice.weights is not None:
-            return load_weights_file(choice.weights, choice.task)
+        if self._fixed is not None:
+            return self._fixed
         name = choice.name or default_model_name(choice.task, channels)
         return load_entry(find_entry(name))
 

@@ -4,18 +4,21 @@ Reading gives float32 planes in [0, 1] plus everything needed to write the resul
 came: the bit depth, the alpha plane, the ICC profile and the EXIF block (with the EXIF orientation
 already applied to the pixels and reset to 1 in the block).
 
-Decoders and encoders:
-- Pillow parses every header (size, ICC, transparency) and decodes and encodes all 8-bit data.
-- imagecodecs (libpng, libtiff) decodes and encodes 16-bit PNG and TIFF, because Pillow has no
-  16-bit RGB(A) mode. It also encodes 8-bit PNG, so that one code path writes PNG metadata:
-  the iCCP and eXIf chunks are spliced in by `png_with_chunks`.
-- TIFF headers are read by a small IFD parser of our own (`_TiffDirectory`), which also finds and
-  resets the orientation tag inside EXIF blocks (EXIF is a TIFF structure).
+Decoders and encoders (Pillow plus imagecodecs, i.e. libpng, libtiff and libwebp):
+- PNG: headers by Pillow; 8-bit pixels by Pillow, 16-bit by imagecodecs (Pillow has no 16-bit
+  RGB(A) mode). All PNGs are encoded by imagecodecs; the iCCP and eXIf chunks are spliced in by
+  `png_with_chunks`, so metadata survives at 16 bits too.
+- TIFF: headers by a small IFD parser of our own (`_TiffDirectory`, which also finds the
+  orientation tag inside EXIF blocks: EXIF is a TIFF structure), all pixels by imagecodecs.
+  16-bit files are encoded by imagecodecs (ICC but no EXIF), 8-bit ones by Pillow (ICC, EXIF).
+- JPEG, BMP: Pillow. WebP: RIFF chunks parsed here, pixels decoded by imagecodecs, encoded by Pillow.
 
 The decompression-bomb guard (`max_pixels`) is applied to the header size before any pixel is
-decoded. Pillow's own guard (`Image.MAX_IMAGE_PIXELS`, a module global) is not consulted:
-headers are opened through the plugin factories, as `Image.open` does minus its size check, so
-no global is changed and no DecompressionBombWarning is printed.
+decoded. Pillow's own guard reads the module global `Image.MAX_IMAGE_PIXELS` and runs in
+`Image.open`, in the WebP opener and in the TIFF loader; none of these is used, so the global is
+neither consulted nor changed and no DecompressionBombWarning is printed. Headers are parsed
+with the plugin classes directly (`Image.open` minus its size check). `ImageFile.
+LOAD_TRUNCATED_IMAGES` is left False: a truncated file is an error, never a partial image.
 
 Quantisation on write: clip to [0, 1] (NaN becomes 0), multiply by 2^b − 1 and round half to
 even (`numpy.rint`). Exact ties do not occur for values that came from 8- or 16-bit files.
@@ -33,13 +36,13 @@ from typing import Any, Literal
 
 import numpy as np
 from PIL import (
-    BmpImagePlugin,  # noqa: F401  (importing a plugin registers it in Image.OPEN)
+    BmpImagePlugin,
     Image,
     ImageFile,
-    JpegImagePlugin,  # noqa: F401
-    PngImagePlugin,  # noqa: F401
-    TiffImagePlugin,  # noqa: F401
-    WebPImagePlugin,  # noqa: F401
+    JpegImagePlugin,
+    PngImagePlugin,
+    TiffImagePlugin,
+    WebPImagePlugin,  # noqa: F401  (registers the WebP writer)
 )
 
 from restore_cli.errors import RestoreError
@@ -327,6 +330,18 @@ def png_with_chunks(png: bytes, chunks: list[tuple[bytes, bytes]]) -> bytes:
 # Reading
 
 
+@dataclass
+class _Decoded:
+    """Integer planes as stored in the file, before the orientation is applied and before scaling."""
+
+    pixels: np.ndarray  # H×W×C uint8 or uint16, C = 1 or 3
+    alpha: np.ndarray | None  # H×W, same dtype
+    bit_depth: int
+    icc: bytes | None
+    exif: bytes | None  # b"Exif\0\0" block as found (orientation not yet reset)
+    orientation: int
+
+
 def _read_file_bytes(path: Path) -> bytes:
     try:
         data = path.read_bytes()
@@ -369,22 +384,32 @@ def _check_pixels(width: int, height: int, max_pixels: int, path: Path) -> None:
         raise RestoreError(f"image has {width}×{height} = {count} pixels, more than --max-pixels {max_pixels}", path)
 
 
-def _open_header(data: bytes, fmt: ImageFormat, path: Path) -> ImageFile.ImageFile:
-    """Parse the header with Pillow's plugin for `fmt`, without Pillow's global size guard."""
-    factory, accept = Image.OPEN[_PILLOW_FORMAT[fmt]]
-    if accept is not None:
-        verdict = accept(data[:16])
-        if isinstance(verdict, str):  # Pillow's way of saying "recognised but unsupported here"
-            raise RestoreError(f"cannot read {fmt.upper()}: {verdict}", path)
-    try:
-        return factory(io.BytesIO(data), str(path))
-    except (SyntaxError, OSError, ValueError, IndexError, TypeError, EOFError, struct.error, KeyError) as error:
-        raise RestoreError(f"corrupt or truncated {fmt.upper()} header ({_short(error)})", path) from None
-
-
 def _short(error: BaseException) -> str:
     text = " ".join(str(error).split()) or type(error).__name__
     return text if len(text) <= 120 else text[:117] + "..."
+
+
+def _exif_block(raw: bytes | None) -> bytes | None:
+    """EXIF as stored by JPEG/WebP/PNG (with or without the b"Exif\\0\\0" header) → with it."""
+    if not raw:
+        return None
+    return raw if raw.startswith(EXIF_HEADER) else EXIF_HEADER + raw
+
+
+_PILLOW_CLASSES: dict[str, type[ImageFile.ImageFile]] = {
+    "png": PngImagePlugin.PngImageFile,
+    "jpeg": JpegImagePlugin.JpegImageFile,  # not jpeg_factory: MPO files are read as their first image
+    "bmp": BmpImagePlugin.BmpImageFile,
+    "tiff": TiffImagePlugin.TiffImageFile,
+}
+
+
+def _pillow_header(data: bytes, fmt: str, path: Path) -> ImageFile.ImageFile:
+    """Parse the header with Pillow's plugin class: `Image.open` minus its global size guard."""
+    try:
+        return _PILLOW_CLASSES[fmt](io.BytesIO(data), str(path))
+    except (SyntaxError, OSError, ValueError, IndexError, TypeError, EOFError, KeyError, struct.error) as error:
+        raise RestoreError(f"corrupt or truncated {fmt.upper()} header ({_short(error)})", path) from None
 
 
 def _load(im: ImageFile.ImageFile, path: Path) -> None:
@@ -394,8 +419,7 @@ def _load(im: ImageFile.ImageFile, path: Path) -> None:
     except EOFError:
         raise RestoreError("truncated image data", path) from None
     except (OSError, SyntaxError, ValueError, IndexError, struct.error, zlib.error) as error:
-        message = str(error)
-        if "truncat" in message.lower():
+        if "truncat" in str(error).lower():
             raise RestoreError("truncated image data", path) from None
         raise RestoreError(f"corrupt image data ({_short(error)})", path) from None
 
@@ -403,8 +427,7 @@ def _load(im: ImageFile.ImageFile, path: Path) -> None:
 def _pillow_planes(im: Image.Image, path: Path) -> tuple[np.ndarray, np.ndarray | None, bool]:
     """uint8 H×W×C planes (C = 1 or 3) and alpha from a loaded 8-bit Pillow image.
 
-    Returns (pixels, alpha, keeps_icc): the ICC profile no longer applies after a CMYK → RGB
-    conversion.
+    Returns (pixels, alpha, keeps_icc): the ICC profile no longer applies after CMYK → RGB.
     """
     mode = im.mode
     has_transparency = "transparency" in im.info
@@ -429,14 +452,8 @@ def _pillow_planes(im: Image.Image, path: Path) -> tuple[np.ndarray, np.ndarray 
     elif mode not in ("L", "LA", "RGB", "RGBA"):
         described = {"F": "32-bit float", "I": "32-bit integer", "LAB": "CIELAB", "HSV": "HSV"}.get(mode, mode)
         raise RestoreError(f"unsupported image mode {mode} ({described})", path)
-    array = np.asarray(im)
-    if im.mode == "L":
-        return array[:, :, None], None, keeps_icc
-    if im.mode == "LA":
-        return array[:, :, :1], array[:, :, 1], keeps_icc
-    if im.mode == "RGB":
-        return array, None, keeps_icc
-    return array[:, :, :3], array[:, :, 3], keeps_icc
+    pixels, alpha = _split_channels(np.asarray(im), path)
+    return pixels, alpha, keeps_icc
 
 
 def _split_channels(array: np.ndarray, path: Path) -> tuple[np.ndarray, np.ndarray | None]:
@@ -444,12 +461,10 @@ def _split_channels(array: np.ndarray, path: Path) -> tuple[np.ndarray, np.ndarr
     if array.ndim == 2:
         return array[:, :, None], None
     channels = array.shape[2]
-    if channels == 1:
+    if channels in (1, 3):
         return array, None
     if channels == 2:
         return array[:, :, :1], array[:, :, 1]
-    if channels == 3:
-        return array, None
     if channels == 4:
         return array[:, :, :3], array[:, :, 3]
     raise RestoreError(f"unsupported image mode: {channels} channels", path)
@@ -464,42 +479,15 @@ def _transparency_alpha(pixels: np.ndarray, transparency: Any, maxval: int) -> n
     return np.where(matches, 0, maxval).astype(pixels.dtype)
 
 
-def _png_pixel_stream(data: bytes) -> bytes:
-    """The PNG reduced to IHDR, IDAT and IEND: libpng then sees no ancillary chunk to warn about
-    on stderr (a bad iCCP, say), and no tRNS to expand (alpha from tRNS is made here)."""
-    parts = [data[: len(_PNG_SIGNATURE)]]
-    for kind, start, end in _png_chunks(data):
-        if kind in (b"IHDR", b"IDAT", b"IEND"):
-            parts.append(data[start - 8 : end + 4])
-    return b"".join(parts)
+def _unpremultiply(pixels: np.ndarray, alpha: np.ndarray, maxval: int) -> np.ndarray:
+    """Associated (premultiplied) alpha → straight colour; 0 where alpha is 0."""
+    a = alpha.astype(np.float64)[:, :, None]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        straight = np.where(a > 0, pixels * (maxval / np.maximum(a, 1)), 0)
+    return np.clip(np.rint(straight), 0, maxval).astype(pixels.dtype)
 
 
-def _decode_png16(data: bytes, path: Path) -> np.ndarray:
-    import imagecodecs
-
-    try:
-        return imagecodecs.png_decode(_png_pixel_stream(data))
-    except Exception as error:  # imagecodecs.PngError and friends
-        message = str(error)
-        if "too small" in message or "truncat" in message.lower():
-            raise RestoreError("truncated image data", path) from None
-        raise RestoreError(f"corrupt image data ({_short(error)})", path) from None
-
-
-def _decode_tiff16(data: bytes, path: Path) -> np.ndarray:
-    import imagecodecs
-
-    try:
-        return imagecodecs.tiff_decode(data, index=0, verbose=0)
-    except Exception as error:  # imagecodecs.TiffError, IndexError for a missing directory
-        raise RestoreError(f"corrupt or truncated image data ({_short(error)})", path) from None
-
-
-def _png_exif(data: bytes) -> bytes | None:
-    for kind, start, end in _png_chunks(data):
-        if kind == b"eXIf":
-            return EXIF_HEADER + data[start:end]
-    return None
+# PNG ----------------------------------------------------------------------------------------
 
 
 def _png_ihdr(data: bytes, path: Path) -> tuple[int, int, int, int]:
@@ -510,149 +498,233 @@ def _png_ihdr(data: bytes, path: Path) -> tuple[int, int, int, int]:
     return width, height, depth, colour
 
 
-def _tiff_exif(im: Image.Image | None) -> bytes | None:
-    """An EXIF block made of a TIFF source's descriptive IFD0 tags and its EXIF/GPS sub-IFDs."""
-    if im is None:
-        return None
+def _png_exif(data: bytes) -> bytes | None:
+    """The eXIf chunk, wherever it is (Pillow only sees one after IDAT once pixels are loaded)."""
+    for kind, start, end in _png_chunks(data):
+        if kind == b"eXIf":
+            return EXIF_HEADER + data[start:end]
+    return None
+
+
+def _png_pixel_stream(data: bytes) -> bytes:
+    """The PNG reduced to IHDR, IDAT and IEND: libpng then sees no ancillary chunk to warn about
+    on stderr (a bad iCCP, say), and no tRNS to expand (alpha from tRNS is made here)."""
+    parts = [data[: len(_PNG_SIGNATURE)]]
+    for kind, start, end in _png_chunks(data):
+        if kind in (b"IHDR", b"IDAT", b"IEND"):
+            parts.append(data[start - 8 : end + 4])
+    return b"".join(parts)
+
+
+def _read_png(data: bytes, path: Path, max_pixels: int) -> _Decoded:
+    width, height, depth, _ = _png_ihdr(data, path)
+    _check_pixels(width, height, max_pixels, path)
+    im = _pillow_header(data, "png", path)
+    icc = im.info.get("icc_profile") or None
+    exif = _png_exif(data)
+    if depth != 16:
+        _load(im, path)
+        pixels, alpha, keeps_icc = _pillow_planes(im, path)
+        return _Decoded(pixels, alpha, 8, icc if keeps_icc else None, exif, exif_orientation(exif))
+    import imagecodecs
+
     try:
-        source = im.getexif()
+        array = imagecodecs.png_decode(_png_pixel_stream(data))
+    except Exception as error:  # imagecodecs.PngError
+        if "too small" in str(error) or "truncat" in str(error).lower():
+            raise RestoreError("truncated image data", path) from None
+        raise RestoreError(f"corrupt image data ({_short(error)})", path) from None
+    if array.dtype != np.uint16 or array.shape[:2] != (height, width):
+        raise RestoreError(f"unsupported PNG layout (decoded {array.dtype} {array.shape})", path)
+    pixels, alpha = _split_channels(array, path)
+    if alpha is None and "transparency" in im.info:
+        alpha = _transparency_alpha(pixels, im.info["transparency"], 65535)
+    return _Decoded(pixels, alpha, 16, icc, exif, exif_orientation(exif))
+
+
+# JPEG and BMP -------------------------------------------------------------------------------
+
+
+def _read_with_pillow(data: bytes, fmt: str, path: Path, max_pixels: int) -> _Decoded:
+    im = _pillow_header(data, fmt, path)
+    _check_pixels(im.size[0], im.size[1], max_pixels, path)
+    icc = im.info.get("icc_profile") or None
+    exif = _exif_block(im.info.get("exif"))
+    _load(im, path)
+    pixels, alpha, keeps_icc = _pillow_planes(im, path)
+    return _Decoded(pixels, alpha, 8, icc if keeps_icc else None, exif, exif_orientation(exif))
+
+
+# WebP (decoded by libwebp through imagecodecs: Pillow's WebP opener applies its global guard) --
+
+
+def _riff_chunks(data: bytes) -> Iterator[tuple[bytes, int, int]]:
+    """(fourcc, start, end) of each chunk of a RIFF/WEBP file."""
+    pos = 12
+    while pos + 8 <= len(data):
+        fourcc = data[pos : pos + 4]
+        (length,) = struct.unpack_from("<I", data, pos + 4)
+        start = pos + 8
+        yield fourcc, start, min(start + length, len(data))
+        pos = start + length + (length & 1)
+
+
+def _read_webp(data: bytes, path: Path, max_pixels: int) -> _Decoded:
+    width = height = 0
+    icc = exif = None
+    for fourcc, start, end in _riff_chunks(data):
+        payload = data[start:end]
+        if fourcc == b"VP8X" and len(payload) >= 10:
+            width = 1 + int.from_bytes(payload[4:7], "little")
+            height = 1 + int.from_bytes(payload[7:10], "little")
+        elif fourcc == b"VP8L" and not width and len(payload) >= 5 and payload[0] == 0x2F:
+            bits = int.from_bytes(payload[1:5], "little")
+            width, height = (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
+        elif fourcc == b"VP8 " and not width and len(payload) >= 10 and payload[3:6] == b"\x9d\x01\x2a":
+            width = int.from_bytes(payload[6:8], "little") & 0x3FFF
+            height = int.from_bytes(payload[8:10], "little") & 0x3FFF
+        elif fourcc == b"ICCP":
+            icc = payload or None
+        elif fourcc == b"EXIF":
+            exif = _exif_block(payload)
+    if not width:
+        raise RestoreError("corrupt or truncated WEBP header", path)
+    _check_pixels(width, height, max_pixels, path)
+    import imagecodecs
+
+    try:
+        array = imagecodecs.webp_decode(data, index=0)
+    except Exception as error:  # imagecodecs.WebpError
+        raise RestoreError(f"truncated or corrupt image data ({_short(error)})", path) from None
+    if array.dtype != np.uint8 or array.ndim != 3 or array.shape[:2] != (height, width):
+        raise RestoreError(f"unsupported WebP layout (decoded {array.dtype} {array.shape})", path)
+    pixels, alpha = _split_channels(array, path)
+    return _Decoded(pixels, alpha, 8, icc, exif, exif_orientation(exif))
+
+
+# TIFF (decoded by libtiff through imagecodecs; header by `_TiffDirectory`) -------------------
+
+_PHOTOMETRIC_NAMES = {0: "min-is-white", 1: "min-is-black", 2: "RGB", 3: "palette", 4: "mask", 5: "CMYK", 6: "YCbCr", 8: "CIELAB"}
+
+
+def _tiff_exif(data: bytes) -> bytes | None:
+    """An EXIF block made of a TIFF's descriptive IFD0 tags and its EXIF/GPS sub-IFDs (via Pillow;
+    None when Pillow cannot parse the file or the tags)."""
+    try:
+        source = TiffImagePlugin.TiffImageFile(io.BytesIO(data)).getexif()
         exif = Image.Exif()
         for tag in _TIFF_EXIF_TAGS:
             if tag in source:
                 exif[tag] = source.get_ifd(tag) if tag in (0x8769, 0x8825) else source[tag]
-        if not len(exif):
-            return None
-        block = exif.tobytes()
-    except Exception:  # malformed metadata must not stop the image from being read
+        return _exif_block(exif.tobytes()) if len(exif) else None
+    except Exception:  # metadata that cannot be parsed must not stop the image from being read
         return None
-    return block if block.startswith(EXIF_HEADER) else EXIF_HEADER + block
 
 
-def read_image(path: Path, max_pixels: int = 200_000_000) -> ImageData:
-    """Read an image file into float32 planes in [0, 1]; see the module docstring.
+def _read_tiff(data: bytes, path: Path, max_pixels: int) -> _Decoded:
+    try:
+        directory = _TiffDirectory(data)
+        width, height = directory.int(256, 0), directory.int(257, 0)
+        bits = directory.ints(258) or (1,)
+        sample_format = directory.int(339, 1)
+        photometric = directory.int(262, 1)
+        planar = directory.int(284, 1)
+        extra = directory.ints(338) or ()
+        orientation = directory.int(274, 1)
+        icc = directory.raw(34675) or None
+        colormap = directory.ints(320)
+    except (ValueError, struct.error) as error:
+        raise RestoreError(f"corrupt or truncated TIFF header ({_short(error)})", path) from None
+    _check_pixels(width, height, max_pixels, path)
+    depth = max(bits)
+    kind = _PHOTOMETRIC_NAMES.get(photometric, f"photometric {photometric}")
+    if sample_format != 1 or depth not in (1, 2, 4, 8, 16) or len(set(bits)) != 1:
+        number = {2: "signed integer", 3: "float"}.get(sample_format, "integer")
+        raise RestoreError(f"unsupported image mode: {'/'.join(map(str, bits))}-bit {number} TIFF samples", path)
+    import imagecodecs
 
-    Refuses images larger than `max_pixels` from the header, before decoding. Grayscale stays
-    one channel; palette becomes RGB(A); 1-bit becomes 8-bit gray; CMYK/YCbCr become RGB.
-    The EXIF orientation is applied to the pixels and reset to 1 in `exif`.
-    """
-    path = Path(path)
-    data = _read_file_bytes(path)
-    fmt = _sniff_format(data, path)
-    icc: bytes | None = None
-    exif: bytes | None = None
-    header: ImageFile.ImageFile | None = None
-    if fmt == "tiff":
-        try:
-            directory = _TiffDirectory(data)
-            width, height = directory.int(256, 0), directory.int(257, 0)
-            bits = directory.ints(258) or (1,)
-            sample_format = directory.int(339, 1)
-            photometric = directory.int(262, 1)
-            planar = directory.int(284, 1)
-            extra = directory.ints(338) or ()
-            orientation = directory.int(274, 1)
-            icc = directory.raw(34675)
-        except (ValueError, struct.error) as error:
-            raise RestoreError(f"corrupt or truncated TIFF header ({_short(error)})", path) from None
-        _check_pixels(width, height, max_pixels, path)
-        if sample_format != 1 or max(bits) > 16:
-            kind = "float" if sample_format == 3 else "integer"
-            raise RestoreError(f"unsupported image mode: {max(bits)}-bit {kind} TIFF samples", path)
-        if max(bits) == 16:
-            pixels, alpha = _tiff16_planes(data, path, width, height, photometric, planar, extra)
-            maxval, bit_depth = 65535, 16
-            try:
-                header = _open_header(data, fmt, path)  # only for EXIF; Pillow may not know the layout
-            except RestoreError:
-                header = None
-        else:
-            header = _open_header(data, fmt, path)
-            _load(header, path)
-            pixels, alpha, keeps_icc = _pillow_planes(header, path)
-            icc = icc if keeps_icc else None
-            maxval, bit_depth = 255, 8
-        exif = _tiff_exif(header)
-        orientation = orientation if 1 <= orientation <= 8 else 1
-    else:
-        if fmt == "png":
-            width, height, depth, colour = _png_ihdr(data, path)
-            _check_pixels(width, height, max_pixels, path)
-        header = _open_header(data, fmt, path)
-        width, height = header.size
-        _check_pixels(width, height, max_pixels, path)
-        icc = header.info.get("icc_profile") or None
-        if fmt == "png":
-            exif = _png_exif(data)
-        else:
-            raw_exif = header.info.get("exif")
-            exif = (raw_exif if raw_exif.startswith(EXIF_HEADER) else EXIF_HEADER + raw_exif) if raw_exif else None
-        if fmt == "png" and depth == 16:
-            array = _decode_png16(data, path)
-            if array.dtype != np.uint16 or array.shape[:2] != (height, width):
-                raise RestoreError("unsupported PNG layout", path)
-            pixels, alpha = _split_channels(array, path)
-            if alpha is None and "transparency" in header.info:
-                alpha = _transparency_alpha(pixels, header.info["transparency"], 65535)
-            maxval, bit_depth = 65535, 16
-        else:
-            _load(header, path)
-            pixels, alpha, keeps_icc = _pillow_planes(header, path)
-            icc = icc if keeps_icc else None
-            maxval, bit_depth = 255, 8
-        orientation = exif_orientation(exif)
-    exif = exif_with_orientation_reset(exif)
-    pixels = apply_exif_orientation(pixels, orientation)
-    scale = np.float32(1.0 / maxval)
-    out_alpha = None
-    if alpha is not None:
-        out_alpha = np.ascontiguousarray(apply_exif_orientation(alpha, orientation), dtype=np.float32) * scale
-    return ImageData(
-        pixels=np.ascontiguousarray(pixels, dtype=np.float32) * scale,
-        alpha=out_alpha,
-        bit_depth=bit_depth,
-        icc_profile=icc or None,
-        exif=exif,
-        source_format=fmt,
-    )
-
-
-def _tiff16_planes(
-    data: bytes,
-    path: Path,
-    width: int,
-    height: int,
-    photometric: int,
-    planar: int,
-    extra: tuple[int, ...],
-) -> tuple[np.ndarray, np.ndarray | None]:
-    """Decode a 16-bit TIFF with libtiff and map its samples to (pixels, alpha)."""
-    if photometric not in (0, 1, 2):
-        names = {3: "palette", 4: "mask", 5: "CMYK", 6: "YCbCr", 8: "CIELAB"}
-        raise RestoreError(f"unsupported image mode: 16-bit {names.get(photometric, str(photometric))} TIFF", path)
-    array = _decode_tiff16(data, path)
-    if array.dtype != np.uint16:
-        raise RestoreError(f"unsupported TIFF sample type {array.dtype}", path)
+    try:
+        array = imagecodecs.tiff_decode(data, index=0, verbose=0)
+    except Exception as error:  # imagecodecs.TiffError; IndexError for a missing directory
+        raise RestoreError(f"truncated or corrupt image data ({_short(error)})", path) from None
     if array.ndim == 3 and planar == 2 and array.shape[1:] == (height, width):
         array = np.moveaxis(array, 0, -1)
     if array.ndim == 2:
         array = array[:, :, None]
     if array.ndim != 3 or array.shape[:2] != (height, width):
         raise RestoreError(f"unsupported TIFF layout (decoded shape {array.shape})", path)
-    colour = 3 if photometric == 2 else 1
-    if array.shape[2] < colour:
-        raise RestoreError("unsupported TIFF layout: too few samples per pixel", path)
-    pixels = array[:, :, :colour]
-    if photometric == 0:  # min-is-white
-        pixels = 65535 - pixels
+    keeps_icc = True
     alpha = None
-    if array.shape[2] > colour and extra and extra[0] in (1, 2):
-        alpha = array[:, :, colour]
-        if extra[0] == 1:  # associated (premultiplied) alpha: un-premultiply
-            a = alpha.astype(np.float64)
-            with np.errstate(divide="ignore", invalid="ignore"):
-                straight = np.where(a[:, :, None] > 0, pixels * (65535.0 / np.maximum(a, 1))[:, :, None], 0)
-            pixels = np.clip(np.rint(straight), 0, 65535).astype(np.uint16)
-    return pixels, alpha
+    if photometric in (0, 1, 2):
+        colour = 3 if photometric == 2 else 1
+        if array.shape[2] < colour or (colour == 3 and depth not in (8, 16)):
+            raise RestoreError(f"unsupported image mode: {depth}-bit {kind} TIFF", path)
+        if depth < 8:  # 1/2/4-bit gray → 8-bit levels
+            levels = array.astype(np.uint8) * np.uint8(255 // ((1 << depth) - 1))
+            bit_depth = 8
+        else:
+            levels, bit_depth = array, depth
+        maxval = (1 << bit_depth) - 1
+        pixels = levels[:, :, :colour]
+        if photometric == 0:
+            pixels = maxval - pixels
+        if levels.shape[2] > colour and extra and extra[0] in (1, 2):
+            alpha = levels[:, :, colour]
+            if extra[0] == 1:
+                pixels = _unpremultiply(pixels, alpha, maxval)
+    elif photometric == 3 and depth <= 8 and colormap is not None and len(colormap) == 3 << depth:
+        table = np.asarray(colormap, dtype=np.int64).reshape(3, -1).T  # (2^depth, 3), 16-bit entries
+        table8 = (table >> 8).astype(np.uint8)  # exact for both v·257 and v·256 (Pillow) writers
+        pixels, bit_depth = table8[array[:, :, 0].astype(np.intp)], 8
+    elif photometric in (5, 6) and depth == 8 and array.shape[2] == 3:  # libtiff converted to RGB
+        pixels, bit_depth = array, 8
+        keeps_icc = photometric != 5  # a CMYK profile does not describe the RGB pixels
+    else:
+        raise RestoreError(f"unsupported image mode: {depth}-bit {kind} TIFF", path)
+    if pixels.dtype not in (np.uint8, np.uint16):
+        raise RestoreError(f"unsupported TIFF sample type {pixels.dtype}", path)
+    return _Decoded(
+        pixels,
+        alpha,
+        bit_depth,
+        icc if keeps_icc else None,
+        _tiff_exif(data),
+        orientation if 1 <= orientation <= 8 else 1,
+    )
+
+
+def read_image(path: Path, max_pixels: int = 200_000_000) -> ImageData:
+    """Read an image file into float32 planes in [0, 1]; see the module docstring.
+
+    Refuses images larger than `max_pixels` from the header, before decoding. Grayscale stays
+    one channel; palette becomes RGB(A); 1/2/4-bit becomes 8-bit gray; CMYK/YCbCr become RGB
+    (a CMYK ICC profile is dropped). The EXIF orientation is applied to the pixels and reset to 1
+    in `exif`. Pillow warnings about odd metadata are left to the caller's warning filters.
+    """
+    path = Path(path)
+    data = _read_file_bytes(path)
+    fmt = _sniff_format(data, path)
+    if fmt == "png":
+        decoded = _read_png(data, path, max_pixels)
+    elif fmt == "tiff":
+        decoded = _read_tiff(data, path, max_pixels)
+    elif fmt == "webp":
+        decoded = _read_webp(data, path, max_pixels)
+    else:
+        decoded = _read_with_pillow(data, fmt, path, max_pixels)
+    divisor = np.float32((1 << decoded.bit_depth) - 1)  # dividing gives v/maxval correctly rounded
+    pixels = apply_exif_orientation(decoded.pixels, decoded.orientation)
+    alpha = None
+    if decoded.alpha is not None:
+        alpha = np.ascontiguousarray(apply_exif_orientation(decoded.alpha, decoded.orientation), np.float32) / divisor
+    return ImageData(
+        pixels=np.ascontiguousarray(pixels, dtype=np.float32) / divisor,
+        alpha=alpha,
+        bit_depth=decoded.bit_depth,
+        icc_profile=decoded.icc,
+        exif=exif_with_orientation_reset(decoded.exif),
+        source_format=fmt,
+    )
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,0 +1,201 @@
+"""The training loop: learning, exact resume, clean stops, prior initialisation, configuration."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file, save_file
+from scipy import ndimage
+
+from restore_cli.errors import RestoreError
+from restore_cli.train.trainer import (
+    TrainConfig,
+    build_training_model,
+    learning_rate_at,
+    load_prior_weights,
+    run_training,
+)
+
+TINY_DENOISER = {"nc": [8, 16, 16, 16], "nb": 1}
+TINY_USRNET = {"nc": [8, 16, 16, 16], "nb": 1, "n_iter": 2, "h_nc": 8}
+
+
+def write_smooth_images(folder: Path, count: int = 4, size: int = 48, seed: int = 0) -> Path:
+    """Smooth colour images (an easy, learnable target) as PNG."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for i in range(count):
+        a = ndimage.gaussian_filter(rng.random((size, size, 3)), (3, 3, 0))
+        a = (a - a.min()) / (a.max() - a.min())
+        Image.fromarray(np.rint(a * 255).astype(np.uint8)).save(folder / f"{i}.png")
+    return folder
+
+
+def tiny_config(task: str, data: Path, output: Path, **overrides: Any) -> TrainConfig:
+    base: dict[str, Any] = dict(
+        task=task, data=(data,), output=output, batch=4, lr=2e-3, milestones=(1000,), checkpoint_every=10**6, log_every=5
+    )
+    if task == "denoiser":
+        base.update(arch_config=TINY_DENOISER, patch=16)
+    else:
+        base.update(arch_config=TINY_USRNET, patch=24, scales=(1, 2))
+    base.update(overrides)
+    return TrainConfig(**base)
+
+
+@pytest.mark.parametrize("task", ["denoiser", "usrnet"])
+def test_short_run_lowers_the_loss(tmp_path: Path, task: str) -> None:
+    data = write_smooth_images(tmp_path / "data")
+    config = tiny_config(task, data, tmp_path / "run", steps=60, milestones=(10**6,), seed=3)
+    result = run_training(config)
+    losses = np.array(result.losses)
+    assert result.reason == "completed" and result.step == 60 and len(losses) == 60
+    assert losses[-10:].mean() < 0.6 * losses[:10].mean()
+    records = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    train = [r for r in records if r["kind"] == "train"]
+    assert [r["step"] for r in train] == list(range(5, 61, 5))
+    assert all(r["steps_per_s"] > 0 and r["lr"] == pytest.approx(2e-3) for r in train)
+
+
+def all_tensors(checkpoint: Path) -> dict[str, torch.Tensor]:
+    model = load_file(str(checkpoint / "model.safetensors"))
+    optimizer = load_file(str(checkpoint / "optimizer.safetensors"))
+    return {**{f"model.{k}": v for k, v in model.items()}, **{f"opt.{k}": v for k, v in optimizer.items()}}
+
+
+@pytest.mark.parametrize("task", ["denoiser", "usrnet"])
+def test_resume_is_bit_exact(tmp_path: Path, task: str) -> None:
+    data = write_smooth_images(tmp_path / "data", count=3, size=32)
+    common = dict(milestones=(6,), sfm_rate=0.5, val=data, val_every=3, seed=5)
+    straight = run_training(tiny_config(task, data, tmp_path / "a", steps=8, **common))
+    first = run_training(tiny_config(task, data, tmp_path / "b", steps=4, **common))
+    assert first.step == 4 and first.checkpoint is not None and first.checkpoint.name == "ckpt-0000004"
+    resumed = run_training(tiny_config(task, data, tmp_path / "b", steps=8, resume=tmp_path / "b", **common))
+    assert resumed.step == 8 and len(resumed.losses) == 4
+    assert resumed.losses == straight.losses[4:]
+    a, b = all_tensors(straight.checkpoint), all_tensors(resumed.checkpoint)
+    assert a.keys() == b.keys() and len(a) > 10
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    state_a = json.loads((straight.checkpoint / "state.json").read_text())
+    state_b = json.loads((resumed.checkpoint / "state.json").read_text())
+    assert state_a["rng"] == state_b["rng"]
+    # The log of the resumed run continues the first one without duplicate steps.
+    steps = [json.loads(line)["step"] for line in (tmp_path / "b" / "log.jsonl").read_text().splitlines()
+             if json.loads(line)["kind"] == "train"]
+    assert steps == [4, 5, 8]
+
+
+def test_resume_refuses_changed_settings_and_fresh_runs_refuse_a_used_folder(tmp_path: Path) -> None:
+    data = write_smooth_images(tmp_path / "data", count=2, size=32)
+    run_training(tiny_config("denoiser", data, tmp_path / "run", steps=2))
+    with pytest.raises(RestoreError, match="lr"):
+        run_training(tiny_config("denoiser", data, tmp_path / "run", steps=4, lr=1e-3, resume=tmp_path / "run"))
+    with pytest.raises(RestoreError, match="milestones .* as step numbers"):
+        run_training(tiny_config("denoiser", data, tmp_path / "run", steps=4, milestones=(0.5,), resume=tmp_path / "run"))
+    with pytest.raises(RestoreError, match="already holds a training run"):
+        run_training(tiny_config("denoiser", data, tmp_path / "run", steps=4))
+    write_smooth_images(tmp_path / "other", count=2, size=32, seed=9)
+    with pytest.raises(RestoreError, match="training images differ"):
+        run_training(tiny_config("denoiser", tmp_path / "other", tmp_path / "run", steps=4, resume=tmp_path / "run"))
+
+
+class InterruptAt:
+    """Observer that sends this process SIGINT after a given step, as Ctrl-C would."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+        self.records: list[dict[str, Any]] = []
+
+    def on_start(self, info: Any) -> None:
+        pass
+
+    def on_step(self, step: int, loss: float) -> None:
+        if step == self.step:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    def on_record(self, record: dict[str, Any]) -> None:
+        self.records.append(record)
+
+    def on_finish(self, result: Any) -> None:
+        pass
+
+
+def test_ctrl_c_and_time_limit_stop_cleanly_with_a_checkpoint(tmp_path: Path) -> None:
+    data = write_smooth_images(tmp_path / "data", count=2, size=32)
+    previous = signal.getsignal(signal.SIGINT)
+    observer = InterruptAt(3)
+    result = run_training(tiny_config("denoiser", data, tmp_path / "int", steps=50), observer)
+    assert result.reason == "interrupted" and result.step == 3
+    assert result.checkpoint == tmp_path / "int" / "ckpt-0000003"
+    assert {"kind": "checkpoint", "step": 3, "path": str(result.checkpoint)} in observer.records
+    assert signal.getsignal(signal.SIGINT) is previous  # the handler is removed again
+
+    result = run_training(tiny_config("denoiser", data, tmp_path / "time", steps=50, time_limit=1e-6))
+    assert result.reason == "time_limit" and result.step == 1
+    assert (tmp_path / "time" / "latest").read_text().strip() == "ckpt-0000001"
+
+
+def test_learning_rate_follows_multistep_lr() -> None:
+    # Independent statement: torch's MultiStepLR stepped once per optimizer step.
+    param = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([param], lr=0.1)
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=[3, 5], gamma=0.5)
+    for step in range(8):
+        assert learning_rate_at(step, 0.1, (3, 5), 0.5) == pytest.approx(opt.param_groups[0]["lr"], rel=1e-12)
+        opt.step()
+        scheduler.step()
+    config = TrainConfig(task="denoiser", data=("x",), output="o", steps=1000, milestones=(0.5, 0.75, 900))
+    assert config.resolved_milestones() == (500, 750, 900)
+
+
+def test_init_prior_loads_a_denoiser_into_the_usrnet_prior(tmp_path: Path) -> None:
+    from restore_cli.models.architectures import build_model
+
+    denoiser = build_model("resunet-denoiser", {"channels": 3, **TINY_DENOISER})
+    path = tmp_path / "dn.safetensors"
+    save_file({k: v.contiguous() for k, v in denoiser.state_dict().items()}, str(path), metadata={"arch": "resunet-denoiser"})
+    config = tiny_config("usrnet", tmp_path, tmp_path / "run", init_prior=path)
+    model = build_training_model(config)
+    load_prior_weights(model, path)
+    for key, value in denoiser.state_dict().items():
+        assert torch.equal(model.p.state_dict()[key], value)
+
+    wider = build_model("resunet-denoiser", {"channels": 3, "nc": [8, 16, 16, 32], "nb": 1})
+    save_file({k: v.contiguous() for k, v in wider.state_dict().items()}, str(path), metadata={"arch": "resunet-denoiser"})
+    with pytest.raises(RestoreError, match="does not fit the USRNet prior"):
+        load_prior_weights(build_training_model(config), path)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "match"),
+    [
+        ({"arch_config": {"width": 3}}, "no option 'width'"),
+        ({"arch_config": {"channels": 1}}, "set by --channels"),
+        ({"arch_config": {"nc": [8, 16]}}, "4 positive integers"),
+        ({"arch_config": {"preset": "usrnet-tiny"}}, "unknown resunet-denoiser preset"),
+        ({"noise_range": (30, 10)}, "noise-range"),
+        ({"milestones": (1.5,)}, "milestones"),
+        ({"init_prior": "x.safetensors"}, "usrnet training only"),
+        ({"channels": 2}, "channels"),
+    ],
+)
+def test_bad_settings_are_user_errors(overrides: dict[str, Any], match: str) -> None:
+    with pytest.raises(RestoreError, match=match):
+        TrainConfig(task="denoiser", data=("x",), output="o", **overrides)
+
+
+def test_usrnet_patch_must_divide_by_every_scale() -> None:
+    with pytest.raises(RestoreError, match="not divisible"):
+        TrainConfig(task="usrnet", data=("x",), output="o", patch=20, scales=(1, 3))
+    config = TrainConfig(task="usrnet", data=("x",), output="o", channels=1, arch_config={"preset": "usrnet-tiny"})
+    assert config.model_config()["in_nc"] == 2 and config.model_config()["nc"] == (16, 32, 64, 64)
+    assert TrainConfig.from_json(json.loads(json.dumps(config.to_json()))) == config

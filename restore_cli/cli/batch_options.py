@@ -26,10 +26,12 @@ def run_image_batch(
     quiet: bool,
     verbose: bool,
     process: Callable[[Job], dict[str, Any] | None],
+    companions: tuple[str, ...] = (),
 ) -> None:
-    """Plan, run and report; exits with 0 (all done), 1 (some failed) or 130 (interrupted)."""
+    """Plan, run and report; exits with 0 (all done), 1 (some failed) or 130 (interrupted).
+    `companions`: suffixes of the files `process` writes beside each output (`Job.sibling`)."""
     existing = existing_policy(skip_existing, overwrite)
-    plan = OutputPlan(output=output, suffix=suffix, format=format, existing=existing)
+    plan = OutputPlan(output=output, suffix=suffix, format=format, existing=existing, companions=companions)
     jobs = plan_jobs(expand_inputs(inputs, recursive), plan)
     reporter = ConsoleReporter(label, json_output=json_output, quiet=quiet, verbose=verbose)
     summary = run_batch(jobs, process, reporter, existing=existing, verbose_errors=verbose)

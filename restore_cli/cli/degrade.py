@@ -82,20 +82,20 @@ def degrade(
     overwrite: OverwriteOpt = False,
     strip_metadata: StripMetadataOpt = False,
     max_pixels: MaxPixelsOpt = DEFAULT_MAX_PIXELS,
-    scale: Annotated[int, typer.Option("-s", "--scale", min=1, max=4, help="Down-scaling factor s (1 = blur only).", rich_help_panel=PANEL_DEGRADATION)] = 1,
+    scale: Annotated[int, typer.Option("-s", "--scale", min=1, max=4, help="Down-scaling factor s (1 = blur only). With s > 1 the input is first cropped to a multiple of s (bottom rows, right columns; the benchmarks' modcrop), so the output is exactly H/s × W/s of the image it pairs with.", rich_help_panel=PANEL_DEGRADATION)] = 1,
     kernel: Annotated[Optional[str], typer.Option("-k", "--kernel", help="Blur kernel spec or file (see above); default: no blur.", rich_help_panel=PANEL_DEGRADATION)] = None,
     noise: Annotated[float, typer.Option("--noise", min=0.0, help="AWGN σ on the 0–255 scale, added after decimation.", rich_help_panel=PANEL_DEGRADATION)] = 0.0,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the noise (and of a preset's draw); the same for every image.", rich_help_panel=PANEL_DEGRADATION)] = 0,
     jpeg: Annotated[Optional[float], typer.Option("--jpeg", min=1, max=100, help="JPEG quality applied last.", rich_help_panel=PANEL_DEGRADATION)] = None,
     boundary: Annotated[BoundaryChoice, typer.Option("--boundary", help="Blur boundary: wrap = circular convolution (the benchmark convention).", rich_help_panel=PANEL_DEGRADATION)] = BoundaryChoice.wrap,
-    down: Annotated[DownChoice, typer.Option("--down", help="direct = keep the upper-left pixel of each s×s block; bicubic = MATLAB imresize.", rich_help_panel=PANEL_DEGRADATION)] = DownChoice.direct,
+    down: Annotated[DownChoice, typer.Option("--down", help="direct = keep the upper-left pixel of each s×s block; bicubic = MATLAB imresize (the 'BI' benchmark LR: bit-exact for 8-bit inputs without --kernel).", rich_help_panel=PANEL_DEGRADATION)] = DownChoice.direct,
     preset: Annotated[Optional[PresetChoice], typer.Option("--preset", help="RL-Restore mixed distortion level (replaces kernel/noise/JPEG).", rich_help_panel=PANEL_DEGRADATION)] = None,
     save_kernel: Annotated[Optional[Path], typer.Option("--save-kernel", help="Write the kernel used (.npy or .png).", rich_help_panel=PANEL_DEGRADATION)] = None,
     json_output: JsonOpt = False,
     quiet: QuietOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:
-    from restore_cli.engine.degrade import DegradeSettings, degrade_image
+    from restore_cli.engine.degrade import DegradeSettings, degrade_image, modcrop_size
     from restore_cli.io.images import read_image, write_image
     from restore_cli.io.kernel_files import load_kernel, save_kernel as save_kernel_file
     from restore_cli.io.sidecar import write_sidecar
@@ -123,11 +123,15 @@ def degrade(
         write_image(job.target, degraded, format=None, quality=quality, strip_metadata=strip_metadata)
         sidecar = job.sibling(".json")
         write_sidecar(sidecar, record)
-        return {"sidecar": str(sidecar), "kernel": record.kernel, "noise": record.noise,
-                "jpeg": record.jpeg_quality, "scale": record.scale}
+        details = {"sidecar": str(sidecar), "kernel": record.kernel, "noise": record.noise,
+                   "jpeg": record.jpeg_quality, "scale": record.scale}
+        cropped = modcrop_size(image.height, image.width, settings.scale)
+        if cropped != (image.height, image.width):
+            details["cropped_to"] = list(cropped)  # [height, width] of the input actually degraded
+        return details
 
     run_image_batch(
         label="degrade", inputs=inputs, output=output, recursive=recursive, suffix=suffix,
         format=format.value, skip_existing=skip_existing, overwrite=overwrite,
-        json_output=json_output, quiet=quiet, verbose=verbose, process=process,
+        json_output=json_output, quiet=quiet, verbose=verbose, process=process, companions=(".json",),
     )

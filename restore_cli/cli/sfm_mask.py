@@ -107,4 +107,5 @@ def sfm_mask(
         label="sfm-mask", inputs=inputs, output=output, recursive=recursive, suffix=suffix,
         format=format.value, skip_existing=skip_existing, overwrite=overwrite,
         json_output=json_output, quiet=quiet, verbose=verbose, process=process,
+        companions=(("_mask.png",) if save_mask else ()) + (("_spectrum.png",) if save_spectrum else ()),
     )

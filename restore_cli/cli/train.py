@@ -7,6 +7,7 @@ import json
 import re
 import shlex
 import sys
+import time
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any, Optional
@@ -40,6 +41,11 @@ class SfmModeChoice(str, Enum):
     targeted = "targeted"
     central = "central"
     random = "random"
+
+
+class ChannelsChoice(str, Enum):
+    gray = "1"
+    rgb = "3"
 
 
 class LossChoice(str, Enum):
@@ -139,6 +145,9 @@ class _SpeedColumn(ProgressColumn):
         return Text("– steps/s" if speed is None else f"{speed:.2f} steps/s")
 
 
+REFRESH_HZ = 4.0
+
+
 class TrainingProgress:
     """A Rich bar (step, loss, steps/s, ETA) on a terminal, plain lines per log record otherwise,
     nothing with quiet (errors still reach stderr through the app)."""
@@ -148,7 +157,7 @@ class TrainingProgress:
         self.console = stderr_console()
         self.progress: Progress | None = None
         self.task_id: Any = None
-        self.last_loss = float("nan")
+        self.last_refresh = 0.0
 
     def _print(self, text: str) -> None:
         if self.quiet:
@@ -159,6 +168,7 @@ class TrainingProgress:
         config = " ".join(f"{k}={list(v) if isinstance(v, tuple) else v}" for k, v in info.model_config.items())
         self._print(
             f"train {info.task}: {info.arch} ({config}; {info.parameters:,} parameters), {info.images} images"
+            f"{f' ({info.skipped_images} smaller than the patch left out)' if info.skipped_images else ''}"
             f"{f', {info.val_images} for validation' if info.val_images else ''}, {info.device} {info.precision}"
             f"{f', {info.world_size} processes' if info.world_size > 1 else ''}; steps {info.start_step}→{info.total_steps}; "
             f"output {info.output}"
@@ -174,13 +184,21 @@ class TrainingProgress:
             TextColumn("ETA"),
             TimeRemainingColumn(),
             console=self.console,
+            # No refresh thread beside the training threads: the bar is redrawn from on_step, at
+            # most REFRESH_HZ times a second.
+            auto_refresh=False,
         )
         self.progress.start()
         self.task_id = self.progress.add_task("train", total=info.total_steps, completed=info.start_step, loss="–")
 
     def on_step(self, step: int, loss: float) -> None:
-        if self.progress is not None:
-            self.progress.update(self.task_id, completed=step, loss=f"{loss:.4g}")
+        if self.progress is None:
+            return
+        self.progress.update(self.task_id, completed=step, loss=f"{loss:.4g}")
+        now = time.monotonic()
+        if now - self.last_refresh >= 1.0 / REFRESH_HZ:
+            self.progress.refresh()
+            self.last_refresh = now
 
     def on_record(self, record: dict[str, Any]) -> None:
         kind = record.get("kind")
@@ -204,15 +222,15 @@ class TrainingProgress:
 
 # --- shared options ------------------------------------------------------------------------------
 
-DataOpt = Annotated[list[Path], typer.Option("--data", help="Folder of clean training images (recursive; repeat for several).", rich_help_panel=PANEL_DATA, show_default=False)]
-ValOpt = Annotated[Optional[Path], typer.Option("--val", help="Folder of clean validation images (centre-cropped to 256×256).", rich_help_panel=PANEL_DATA)]
-ChannelsOpt = Annotated[int, typer.Option("--channels", min=1, max=3, help="1 = gray (colour images converted with MATLAB rgb2gray), 3 = RGB (gray images replicated).", rich_help_panel=PANEL_DATA)]
+DataOpt = Annotated[list[Path], typer.Option("--data", metavar="DIR", help="Folder of clean training images (recursive; repeat for several).", rich_help_panel=PANEL_DATA, show_default=False)]
+ValOpt = Annotated[Optional[Path], typer.Option("--val", metavar="DIR", help="Folder of clean validation images (centre-cropped to 256×256).", rich_help_panel=PANEL_DATA)]
+ChannelsOpt = Annotated[ChannelsChoice, typer.Option("--channels", help="1 = gray (colour images converted with MATLAB rgb2gray), 3 = RGB (gray images replicated).", rich_help_panel=PANEL_DATA)]
 PatchOpt = Annotated[int, typer.Option("--patch", min=8, help="Training patch size (HR for usrnet).", rich_help_panel=PANEL_DATA)]
 BatchOpt = Annotated[int, typer.Option("--batch", min=1, help="Patches per step and process.", rich_help_panel=PANEL_DATA)]
 SfmRateOpt = Annotated[float, typer.Option("--sfm-rate", min=0.0, max=1.0, help="Share of patches DCT-band masked before the degradation (SFM; 0 = off, paper: 0.5).", rich_help_panel=PANEL_DEGRADATION)]
 SfmCenterOpt = Annotated[float, typer.Option("--sfm-center", min=0.0, max=1.0, help="targeted mode: band centre as a fraction of r_max.", rich_help_panel=PANEL_DEGRADATION)]
 SfmSpreadOpt = Annotated[float, typer.Option("--sfm-spread", min=0.0, help="targeted mode: band half-width spread as a fraction of r_max.", rich_help_panel=PANEL_DEGRADATION)]
-ArchConfigOpt = Annotated[list[str], typer.Option("--arch-config", help="Network size: key=value (nc=16,32,64,64 nb=2 …), a JSON object, or a preset name; repeatable.", rich_help_panel=PANEL_MODEL)]
+ArchConfigOpt = Annotated[list[str], typer.Option("--arch-config", metavar="KEY=VALUE|JSON|PRESET", help="Network size: key=value (nc=16,32,64,64 nb=2 …), a JSON object, or a preset name; repeatable.", rich_help_panel=PANEL_MODEL)]
 StepsOpt = Annotated[int, typer.Option("--steps", min=1, help="Optimizer steps in all.", rich_help_panel=PANEL_OPTIM)]
 LrOpt = Annotated[float, typer.Option("--lr", min=0.0, help="Adam learning rate (betas 0.9, 0.999).", rich_help_panel=PANEL_OPTIM)]
 MilestonesOpt = Annotated[str, typer.Option("--milestones", help="Where the lr is multiplied by --lr-gamma: fractions of --steps (<1) or step numbers.", rich_help_panel=PANEL_OPTIM)]
@@ -222,8 +240,8 @@ SeedOpt = Annotated[int, typer.Option("--seed", min=0, help="Seed of initialisat
 OutputOpt = Annotated[Path, typer.Option("-o", "--output", help="Run folder: checkpoints, latest, log.jsonl.", rich_help_panel=PANEL_CKPT)]
 CheckpointEveryOpt = Annotated[int, typer.Option("--checkpoint-every", min=1, help="Save a checkpoint every N steps (and at the end, on Ctrl-C and at --time-limit).", rich_help_panel=PANEL_CKPT)]
 KeepOpt = Annotated[int, typer.Option("--keep", min=0, help="Checkpoints kept (newest); 0 keeps all.", rich_help_panel=PANEL_CKPT)]
-TimeLimitOpt = Annotated[Optional[str], typer.Option("--time-limit", help="Stop cleanly and save after this long, e.g. 2h30m, 90m, 3600.", rich_help_panel=PANEL_CKPT)]
-ResumeOpt = Annotated[Optional[Path], typer.Option("--resume", help="Continue exactly from a checkpoint folder, or a run folder's latest; give the same options as before (--steps may grow).", rich_help_panel=PANEL_CKPT)]
+TimeLimitOpt = Annotated[Optional[str], typer.Option("--time-limit", metavar="DURATION", help="Stop cleanly and save after this long, e.g. 2h30m, 90m, 3600.", rich_help_panel=PANEL_CKPT)]
+ResumeOpt = Annotated[Optional[Path], typer.Option("--resume", metavar="CKPT|RUN", help="Continue exactly from a checkpoint folder, or a run folder's latest; give the same options as before (--steps may grow when --milestones are step numbers).", rich_help_panel=PANEL_CKPT)]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto (CUDA if available), cpu, cuda or cuda:N.", rich_help_panel=PANEL_DEVICE)]
 PrecisionOpt = Annotated[PrecisionChoice, typer.Option("--precision", help="auto = bf16 on CUDA (fp16 where unsupported), fp32 on the CPU; bf16/fp16 are autocast with channels_last.", rich_help_panel=PANEL_DEVICE)]
 ValEveryOpt = Annotated[int, typer.Option("--val-every", min=1, help="Validation PSNR every N steps (with --val).", rich_help_panel=PANEL_REPORTING)]
@@ -244,16 +262,14 @@ def _run(config_kwargs: dict[str, Any], quiet: bool) -> None:
 
 
 def _common(
-    data: list[Path], val: Optional[Path], channels: int, patch: int, batch: int, arch_config: list[str],
+    data: list[Path], val: Optional[Path], channels: ChannelsChoice, patch: int, batch: int, arch_config: list[str],
     steps: int, lr: float, milestones: str, lr_gamma: float, loss: LossChoice, seed: int, output: Path,
     checkpoint_every: int, keep: int, time_limit: Optional[str], resume: Optional[Path], device: str,
     precision: PrecisionChoice, val_every: int, log_every: int, noise_range: str, sfm_rate: float, sfm_mode: SfmModeChoice,
     sfm_center: float, sfm_spread: float,
 ) -> dict[str, Any]:
-    if channels not in (1, 3):
-        raise RestoreError(f"--channels must be 1 or 3, got {channels}")
     return dict(
-        data=tuple(data), val=val, channels=channels, patch=patch, batch=batch, arch_config=parse_arch_config(arch_config),
+        data=tuple(data), val=val, channels=int(channels.value), patch=patch, batch=batch, arch_config=parse_arch_config(arch_config),
         steps=steps, lr=lr, milestones=parse_number_list(milestones, "--milestones"), lr_gamma=lr_gamma, loss=loss.value,
         seed=seed, output=output, checkpoint_every=checkpoint_every, keep_checkpoints=keep,
         time_limit=None if time_limit is None else parse_duration(time_limit), resume=resume, device=device,
@@ -264,21 +280,21 @@ def _common(
 
 @train_app.command(
     "denoiser",
-    help="Train a non-blind Gaussian denoiser (ResUNet on [image, σ map], DRUNet layout: nc 64-128-256-512, nb 4) "
-    "on clean images with AWGN of σ ~ U[--noise-range] per patch, unclipped. The network predicts the clean "
+    help="Train a non-blind Gaussian denoiser (ResUNet fed the image and a σ map, DRUNet layout: nc 64-128-256-512, nb 4) "
+    "on clean images with AWGN, σ uniform over --noise-range per patch, unclipped. The network predicts the clean "
     "image; with SFM the clean patch is masked before the noise and the masked patch is the target.",
     epilog=examples_epilog(
         "restore train denoiser --data ../shared/datasets/Train400 --val ../shared/datasets/Set12 --channels 1 --arch-config nc=32,64,128,256 --arch-config nb=2 --steps 20000 -o runs/dn-gray",
-        "torchrun --nproc_per_node=2 -m restore_cli train denoiser --data photos/ --sfm-rate 0.5 --steps 100000 --time-limit 2h30m -o runs/dn-sfm",
+        "torchrun --nproc_per_node=2 -m restore_cli train denoiser --data ../shared/datasets/BSDS500_train --data ../shared/datasets/BSDS500_test --sfm-rate 0.5 --time-limit 2h30m -o runs/dn-sfm",
     ),
 )
 def denoiser(
     data: DataOpt,
     val: ValOpt = None,
-    channels: ChannelsOpt = 3,
+    channels: ChannelsOpt = ChannelsChoice.rgb,
     patch: PatchOpt = 96,
     batch: BatchOpt = 16,
-    noise_range: Annotated[str, typer.Option("--noise-range", help="σ range LOW,HIGH on the 0–255 scale, drawn uniformly per patch.", rich_help_panel=PANEL_DEGRADATION)] = "0,50",
+    noise_range: Annotated[str, typer.Option("--noise-range", metavar="LOW,HIGH", help="σ range LOW,HIGH on the 0–255 scale, drawn uniformly per patch.", rich_help_panel=PANEL_DEGRADATION)] = "0,50",
     sfm_rate: SfmRateOpt = 0.0,
     sfm_mode: Annotated[SfmModeChoice, typer.Option("--sfm-mode", help="SFM band: targeted (denoising setting of the paper), central, random.", rich_help_panel=PANEL_DEGRADATION)] = SfmModeChoice.targeted,
     sfm_center: SfmCenterOpt = 0.85,
@@ -313,20 +329,20 @@ def denoiser(
     "usrnet",
     help="Train USRNet for y = (x ⊗ k)↓s + n: one scale per step from --scales, a random 25×25 kernel per patch "
     "(half motion blur, half anisotropic Gaussian), wrap blur, upper-left decimation, σ = 0 for 1/9 of the "
-    "patches and σ ~ U[--noise-range] otherwise. SFM (central) masks the HR patch before the degradation.",
+    "patches and σ uniform over --noise-range otherwise. SFM (central) masks the HR patch before the degradation.",
     epilog=examples_epilog(
         "restore train usrnet --data ../shared/datasets/T91 --val ../shared/datasets/Set5 --arch-config usrnet-tiny --steps 50000 -o runs/usrnet-tiny",
-        "restore train usrnet --data DIV2K/ --init-prior weights/drunet-nb2.safetensors --batch 48 --resume runs/usrnet",
+        "restore train usrnet --data ../shared/datasets/T91 --arch-config usrnet-tiny --batch 48 --sfm-rate 0.5 --time-limit 2h30m -o runs/usrnet-sfm",
     ),
 )
 def usrnet(
     data: DataOpt,
     val: ValOpt = None,
-    channels: ChannelsOpt = 3,
+    channels: ChannelsOpt = ChannelsChoice.rgb,
     patch: PatchOpt = 96,
     batch: BatchOpt = 16,
     scales: Annotated[str, typer.Option("--scales", help="Scale factors, one drawn per step (1 = deblurring).", rich_help_panel=PANEL_DEGRADATION)] = "1,2,3,4",
-    noise_range: Annotated[str, typer.Option("--noise-range", help="σ range LOW,HIGH on the 0–255 scale for the 8/9 noisy patches.", rich_help_panel=PANEL_DEGRADATION)] = "0,25",
+    noise_range: Annotated[str, typer.Option("--noise-range", metavar="LOW,HIGH", help="σ range LOW,HIGH on the 0–255 scale for the 8/9 noisy patches.", rich_help_panel=PANEL_DEGRADATION)] = "0,25",
     sfm_rate: SfmRateOpt = 0.0,
     sfm_mode: Annotated[SfmModeChoice, typer.Option("--sfm-mode", help="SFM band: central (the SR setting of the paper), targeted, random.", rich_help_panel=PANEL_DEGRADATION)] = SfmModeChoice.central,
     sfm_center: SfmCenterOpt = 0.85,

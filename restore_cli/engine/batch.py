@@ -101,6 +101,7 @@ class OutputPlan:
     suffix: str = ""
     format: str = "same"
     existing: ExistingPolicy = "error"
+    companions: tuple[str, ...] = ()  # files written beside each output (`Job.sibling` suffixes)
 
 
 def _is_image(path: Path) -> bool:
@@ -184,15 +185,17 @@ def _target_name(source: Path, plan: OutputPlan) -> str:
 
 
 def plan_jobs(pairs: list[tuple[Path, Path]], plan: OutputPlan) -> list[Job]:
-    """Map inputs to outputs; refuses plans that would overwrite an input or collide."""
+    """Map inputs to outputs; refuses plans in which an output or a companion file (sidecar,
+    mask) would overwrite an input or another output, and `-o FILE` with several inputs."""
     if not pairs:
         raise RestoreError("no input images found")
     single_file_output = (
         plan.output is not None
-        and len(pairs) == 1
         and not plan.output.is_dir()
         and plan.output.suffix.lower() in SUPPORTED_SUFFIXES
     )
+    if single_file_output and len(pairs) > 1:
+        raise RestoreError(f"-o names one image file, but {len(pairs)} inputs were given; give a folder", plan.output)
     inputs = {source.resolve() for source, _ in pairs}
     jobs: list[Job] = []
     targets: dict[Path, Path] = {}
@@ -208,15 +211,16 @@ def plan_jobs(pairs: list[tuple[Path, Path]], plan: OutputPlan) -> list[Job]:
             target = plan.output / relative / _target_name(source, plan)
         else:
             target = source.parent / _target_name(source, plan)
-        resolved = target.resolve()
-        if resolved in inputs:
-            raise RestoreError(
-                "the output would overwrite an input; give -o or a --suffix", source
-            )
-        if resolved in targets:
-            raise RestoreError(f"two inputs map to the same output {target} (also {targets[resolved]})", source)
-        targets[resolved] = source
-        jobs.append(Job(source=source, target=target))
+        job = Job(source=source, target=target)
+        for written in (target, *(job.sibling(companion) for companion in plan.companions)):
+            resolved = written.resolve()
+            if resolved in inputs:
+                what = "the output" if written == target else f"{written} (written beside the output)"
+                raise RestoreError(f"{what} would overwrite an input; give -o or another --suffix", source)
+            if resolved in targets:
+                raise RestoreError(f"two inputs map to the same output {written} (also {targets[resolved]})", source)
+            targets[resolved] = source
+        jobs.append(job)
     return jobs
 
 

@@ -17,8 +17,9 @@ The decompression-bomb guard (`max_pixels`) is applied to the header size before
 decoded. Pillow's own guard reads the module global `Image.MAX_IMAGE_PIXELS` and runs in
 `Image.open`, in the WebP opener and in the TIFF loader; none of these is used, so the global is
 neither consulted nor changed and no DecompressionBombWarning is printed. Headers are parsed
-with the plugin classes directly (`Image.open` minus its size check). `ImageFile.
-LOAD_TRUNCATED_IMAGES` is left False: a truncated file is an error, never a partial image.
+with the plugin classes directly (`Image.open` minus its size check).
+`ImageFile.LOAD_TRUNCATED_IMAGES` is left False: a truncated file is an error, never a partial
+image. Pillow's warnings about odd metadata (rare) are left to the caller's warning filters.
 
 Quantisation on write: clip to [0, 1] (NaN becomes 0), multiply by 2^b − 1 and round half to
 even (`numpy.rint`). Exact ties do not occur for values that came from 8- or 16-bit files.
@@ -762,10 +763,10 @@ def _interleaved(pixels: np.ndarray, alpha: np.ndarray | None, bits: int) -> np.
     return np.ascontiguousarray(planes)
 
 
-def _encode_png(array: np.ndarray, icc: bytes | None, exif: bytes | None) -> bytes:
+def _encode_png(array: np.ndarray, icc: bytes | None, exif: bytes | None, level: int = 6) -> bytes:
     import imagecodecs
 
-    png = bytes(imagecodecs.png_encode(array, level=6))
+    png = bytes(imagecodecs.png_encode(array, level=level))
     chunks: list[tuple[bytes, bytes]] = []
     if icc:
         chunks.append((b"iCCP", _PNG_ICC_NAME + b"\x00\x00" + zlib.compress(icc)))
@@ -833,6 +834,7 @@ def encode_image(
     *,
     quality: int = 95,
     strip_metadata: bool = False,
+    compress_level: int = 6,
 ) -> bytes:
     """The encoded file contents for `image` in `format`; `write_image` without the file."""
     fmt = _normalised_format(format)
@@ -841,12 +843,14 @@ def encode_image(
         raise RestoreError(f"{fmt.upper()} cannot store an alpha channel; write PNG, TIFF or WebP, or drop the alpha")
     if fmt in ("jpeg", "webp") and not 1 <= quality <= 100:
         raise RestoreError(f"{fmt.upper()} quality must be between 1 and 100, got {quality}")
+    if not 0 <= compress_level <= 9:
+        raise RestoreError(f"PNG compression level must be between 0 and 9, got {compress_level}")
     bits = image.bit_depth if fmt in SIXTEEN_BIT_FORMATS else 8
     icc = None if strip_metadata else image.icc_profile or None
     exif = None if strip_metadata else exif_with_orientation_reset(image.exif)
     array = _interleaved(pixels, alpha, bits)
     if fmt == "png":
-        return _encode_png(array, icc, exif)
+        return _encode_png(array, icc, exif, compress_level)
     if fmt == "tiff" and bits == 16:
         return _encode_tiff16(array, icc)
     return _encode_with_pillow(array, fmt, quality, icc, exif)
@@ -859,6 +863,7 @@ def write_image(
     format: str | None = None,
     quality: int = 95,
     strip_metadata: bool = False,
+    compress_level: int = 6,
 ) -> None:
     """Write `image` to `path` atomically, in `format` or the one its suffix names.
 
@@ -866,12 +871,14 @@ def write_image(
     Alpha is written as LA/RGBA (PNG, TIFF, WebP; JPEG and BMP refuse it). `quality` is the
     JPEG/WebP quality (1–100; JPEG ≥ 90 uses 4:4:4 chroma; WebP 100 is lossless). ICC and EXIF
     are written where the format allows (not BMP; no EXIF in 16-bit TIFF), unless
-    `strip_metadata`.
+    `strip_metadata`. `compress_level` is the PNG zlib level (0–9; 6 is Pillow's default too).
     """
     path = Path(path)
     fmt = _normalised_format(format) if format else image_format_for_suffix(path.suffix)
     try:
-        data = encode_image(image, fmt, quality=quality, strip_metadata=strip_metadata)
+        data = encode_image(
+            image, fmt, quality=quality, strip_metadata=strip_metadata, compress_level=compress_level
+        )
     except RestoreError as error:
         if error.path is None:
             raise RestoreError(error.message, path) from None

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import io
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -160,8 +161,8 @@ def _load_mat(path: Path, index: int | None, spec_path: str) -> tuple[np.ndarray
     return kernel, description
 
 
-def _generators():  # type: ignore[no-untyped-def]
-    """The generator functions of restore_cli.ops.kernels (imported when first needed)."""
+def _generators() -> tuple[Callable[[str], bool], Callable[[str], tuple[np.ndarray, str]]]:
+    """(is_generator_spec, kernel_from_spec) of restore_cli.ops.kernels, imported when needed."""
     from restore_cli.ops import kernels
 
     return kernels.is_generator_spec, kernels.kernel_from_spec

@@ -59,7 +59,13 @@ def write_sidecar(path: Path, record: DegradationRecord) -> None:
     body["kernel_taps"] = _taps_from_array(record.kernel_taps)
     document = {"format": SIDECAR_FORMAT, "version": __version__, **body}
     # allow_nan=False: NaN/inf would make the file invalid JSON for other readers.
-    atomic_write_text(Path(path), json.dumps(document, indent=2, allow_nan=False) + "\n")
+    # Kernel taps go one row per line; the rest is ordinary indented JSON.
+    taps = document.pop("kernel_taps")
+    text = json.dumps(document, indent=2, allow_nan=False)
+    rows = "null" if taps is None else "[\n" + ",\n".join(
+        "    " + json.dumps(row, allow_nan=False) for row in taps) + "\n  ]"
+    text = text[:-2] + f',\n  "kernel_taps": {rows}\n}}'
+    atomic_write_text(Path(path), text + "\n")
 
 
 def _is_int(value: Any) -> bool:

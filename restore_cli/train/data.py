@@ -11,9 +11,12 @@ the batches and a saved generator state resumes them exactly.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+import queue
+import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Generic, TypeVar
 
 import numpy as np
 import torch
@@ -23,14 +26,19 @@ from restore_cli.errors import RestoreError
 from restore_cli.io.images import SUPPORTED_SUFFIXES, read_image
 from restore_cli.ops.colour import rgb_to_gray
 
+T = TypeVar("T")
+S = TypeVar("S")
+
 
 @dataclass(frozen=True)
 class ImageSet:
-    """Clean images in memory: `images[i]` is H×W×C uint8 read from `paths[i]`."""
+    """Clean images in memory: `images[i]` is H×W×C uint8 read from `paths[i]`; `skipped` are the
+    files left out for being smaller than the patch."""
 
     images: tuple[np.ndarray, ...]
     paths: tuple[Path, ...]
     channels: int
+    skipped: tuple[Path, ...] = ()
 
     def __len__(self) -> int:
         return len(self.images)
@@ -80,10 +88,11 @@ def to_uint8_channels(pixels: np.ndarray, channels: int) -> np.ndarray:
 
 
 def load_image_set(folders: Sequence[Path], channels: int, min_size: int = 1) -> ImageSet:
-    """Read every image of `folders` as H×W×`channels` uint8.
+    """Read every image of `folders` as H×W×`channels` uint8, leaving out (and listing in
+    `skipped`) those smaller than `min_size` on either side: a training patch must fit inside.
 
-    Raises RestoreError for a missing folder, a folder without images, an unreadable image, or an
-    image smaller than `min_size` on either side (the training patch must fit inside it).
+    Raises RestoreError for a missing folder, a folder without images, an unreadable image, or
+    when no image is large enough.
     """
     if channels not in (1, 3):
         raise RestoreError(f"channels must be 1 or 3, got {channels}")
@@ -91,6 +100,7 @@ def load_image_set(folders: Sequence[Path], channels: int, min_size: int = 1) ->
         raise RestoreError("no data folder given")
     images: list[np.ndarray] = []
     paths: list[Path] = []
+    skipped: list[Path] = []
     for folder in folders:
         files = list_images(Path(folder))
         if not files:
@@ -98,16 +108,15 @@ def load_image_set(folders: Sequence[Path], channels: int, min_size: int = 1) ->
             raise RestoreError(f"no images found (looked for {suffixes})", folder)
         for path in files:
             array = to_uint8_channels(read_image(path).pixels, channels)
-            height, width = array.shape[:2]
-            if min(height, width) < min_size:
-                raise RestoreError(
-                    f"image is {width}×{height}, smaller than the {min_size}×{min_size} training patch "
-                    "(use a smaller --patch or remove the image)",
-                    path,
-                )
+            if min(array.shape[:2]) < min_size:
+                skipped.append(path)
+                continue
             images.append(array)
             paths.append(path)
-    return ImageSet(images=tuple(images), paths=tuple(paths), channels=channels)
+    if not images:
+        where = ", ".join(str(f) for f in folders)
+        raise RestoreError(f"all {len(skipped)} images are smaller than {min_size}×{min_size} (use a smaller --patch)", where)
+    return ImageSet(images=tuple(images), paths=tuple(paths), channels=channels, skipped=tuple(skipped))
 
 
 def dihedral(array: np.ndarray, mode: int) -> np.ndarray:
@@ -152,3 +161,66 @@ def center_crop(image: np.ndarray, max_size: int, multiple: int = 1) -> np.ndarr
     top = (height - new_h) // 2
     left = (width - new_w) // 2
     return image[top : top + new_h, left : left + new_w]
+
+
+class _Failure:
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
+class BatchPrefetcher(Generic[T, S]):
+    """Makes training batches `depth` steps ahead in a background thread (depth 0: on demand).
+
+    `produce()` makes one batch; `snapshot()`, called right after it, records the random state
+    that the *next* batch will start from. `next()` returns (batch, that state), so a checkpoint
+    taken after consuming a batch saves exactly the state from which the run continues, however
+    far ahead the thread is. Only the producer touches the generators.
+    """
+
+    def __init__(self, produce: Callable[[], T], snapshot: Callable[[], S], depth: int = 0) -> None:
+        self._produce = produce
+        self._snapshot = snapshot
+        self._depth = depth
+        self._queue: queue.Queue = queue.Queue(maxsize=max(depth, 1))
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        if depth > 0:
+            self._thread = threading.Thread(target=self._run, name="restore-train-batches", daemon=True)
+            self._thread.start()
+
+    def _put(self, item: object) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.is_set():
+                batch = self._produce()
+                if not self._put((batch, self._snapshot())):
+                    return
+        except BaseException as error:  # handed to the consumer, raised there
+            self._put(_Failure(error))
+
+    def next(self) -> tuple[T, S]:
+        if self._thread is None:
+            batch = self._produce()
+            return batch, self._snapshot()
+        item = self._queue.get()
+        if isinstance(item, _Failure):
+            raise item.error
+        return item
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            while True:  # unblock a producer waiting on a full queue
+                try:
+                    self._queue.get_nowait()
+                except queue.Empty:
+                    break
+            self._thread.join(timeout=30)

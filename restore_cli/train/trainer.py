@@ -34,7 +34,7 @@ from restore_cli.errors import RestoreError
 from restore_cli.ops.dct import SfmMode
 from restore_cli.ops.metrics import psnr, quantize_to_uint8_levels
 from restore_cli.train import checkpoint as ckpt
-from restore_cli.train.data import ImageSet, center_crop, load_image_set, sample_patches, uint8_to_tensor
+from restore_cli.train.data import BatchPrefetcher, ImageSet, center_crop, load_image_set, sample_patches, uint8_to_tensor
 from restore_cli.train.distributed import (
     DistributedContext,
     agree,
@@ -72,7 +72,8 @@ TRAINING_MEMORY_FORMAT = torch.channels_last
 # Fields that may differ between a checkpoint's config and the config resuming it.
 RESUME_FREE_FIELDS = frozenset(
     {"data", "val", "output", "steps", "milestones", "checkpoint_every", "keep_checkpoints", "time_limit",
-     "val_every", "val_max_size", "log_every", "resume", "command_line", "device", "precision", "init_prior"}
+     "val_every", "val_max_size", "log_every", "resume", "command_line", "device", "precision", "init_prior",
+     "prefetch"}
 )
 
 
@@ -120,6 +121,7 @@ class TrainConfig:
     log_every: int = 100
     resume: Path | None = None
     command_line: str = ""
+    prefetch: int | None = None
 
     def __post_init__(self) -> None:
         set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731 (frozen)
@@ -169,6 +171,7 @@ class TrainConfig:
         need(self.time_limit is None or self.time_limit > 0, "--time-limit must be positive")
         need(self.val_every >= 1 and self.log_every >= 1, "--val-every and --log-every must be >= 1")
         need(self.val_max_size >= 16, "validation crop must be at least 16 pixels")
+        need(self.prefetch is None or self.prefetch >= 0, "prefetch depth must be >= 0")
         self.model_config()  # raises on a bad --arch-config
 
     @property
@@ -250,6 +253,7 @@ class RunInfo:
     model_config: dict[str, Any]
     parameters: int
     images: int
+    skipped_images: int
     val_images: int
     start_step: int
     total_steps: int
@@ -530,19 +534,22 @@ class _Run:
 
     # pieces of a step --------------------------------------------------------------------------
 
-    def _batch(self) -> TrainingBatch:
+    def _make_batch(self) -> TrainingBatch:
+        """The next training batch, on the CPU (called by the prefetcher only)."""
         cfg = self.config
         clean = sample_patches(self.images, cfg.batch, cfg.patch, self.rng)
         if cfg.task == "denoiser":
-            batch: TrainingBatch = denoiser_batch(clean, cfg.noise_range_unit(), self.rng, self.generator, cfg.sfm())
-        else:
-            batch = usrnet_batch(clean, cfg.scales, cfg.noise_range_unit(), self.rng, self.generator, cfg.sfm())
-        return batch.to(self.device, self.memory_format)
+            return denoiser_batch(clean, cfg.noise_range_unit(), self.rng, self.generator, cfg.sfm())
+        return usrnet_batch(clean, cfg.scales, cfg.noise_range_unit(), self.rng, self.generator, cfg.sfm())
+
+    def _rng_snapshot(self) -> dict[str, Any]:
+        return {"numpy": ckpt.numpy_rng_state(self.rng), "torch": ckpt.torch_rng_state(self.generator)}
 
     def _train_step(self) -> float:
         for group in self.optimizer.param_groups:
             group["lr"] = learning_rate_at(self.step, self.config.lr, self.milestones, self.config.lr_gamma)
-        batch = self._batch()
+        cpu_batch, self.rng_state = self.batches.next()
+        batch = cpu_batch.to(self.device, self.memory_format)
         with self.placement.autocast():
             output = self.net(*batch.model_args())
         loss = self.loss_fn(output.float(), batch.target)
@@ -585,10 +592,7 @@ class _Run:
         self.observer.on_record(record)
 
     def _save(self, elapsed: float) -> Path | None:
-        rng_state: dict[str, Any] = {
-            "numpy": ckpt.numpy_rng_state(self.rng),
-            "torch": ckpt.torch_rng_state(self.generator),
-        }
+        rng_state = dict(self.rng_state)  # where the batch after the last one consumed starts
         if self.device.type == "cuda":
             rng_state["cuda"] = ckpt.cuda_rng_state(self.device)
         all_rng = gather_json(self.context, rng_state, self._collective_device())
@@ -620,15 +624,15 @@ class _Run:
 
     # the loop --------------------------------------------------------------------------------------
 
-    def train(self) -> TrainResult:
+    def _run_info(self) -> RunInfo:
         cfg = self.config
-        self._setup()
-        info = RunInfo(
+        return RunInfo(
             task=cfg.task,
             arch=cfg.arch,
             model_config=cfg.model_config(),
             parameters=sum(p.numel() for p in self.model.parameters()),
             images=len(self.images),
+            skipped_images=len(self.images.skipped),
             val_images=len(self.val_images),
             start_step=self.step,
             total_steps=cfg.steps,
@@ -637,57 +641,75 @@ class _Run:
             world_size=self.context.world_size,
             output=cfg.output,
         )
-        self.observer.on_start(info)
-        self._write_log({"kind": "start", "step": self.step, "steps": cfg.steps, "device": str(self.device),
-                         "precision": self.placement.precision, "world_size": self.context.world_size})
-        stop = StopRequest()
-        reason: StopReason = "completed"
+
+    def _log_interval(self, losses: list[float], interval_start: float) -> None:
+        """One `train` record: mean loss over the interval and all ranks, lr, steps/s."""
+        cfg = self.config
+        total_loss, count = sum_over_ranks(self.context, [sum(losses), len(losses)], self._collective_device())
+        now = time.monotonic()
+        self._write_log({
+            "kind": "train",
+            "step": self.step,
+            "loss": total_loss / max(count, 1),
+            "lr": learning_rate_at(self.step - 1, cfg.lr, self.milestones, cfg.lr_gamma),
+            "steps_per_s": len(losses) / max(now - interval_start, 1e-9),
+            "elapsed_s": self.elapsed_before + now - self.loop_start,
+        })
+
+    def _loop(self, stop: StopRequest, losses: list[float]) -> tuple[StopReason, Path | None]:
+        """Steps until `steps`, Ctrl-C/SIGTERM or the time limit; returns why and the last checkpoint."""
+        cfg = self.config
         checkpoint_path: Path | None = None
-        losses: list[float] = []
-        started = time.monotonic()
-        interval_start, interval_steps, interval_loss = started, 0, 0.0
-        self.model.train()
-        with stop.installed():
-            while self.step < cfg.steps:
-                loss = self._train_step()
-                losses.append(loss)
-                interval_steps += 1
-                interval_loss += loss
-                self.observer.on_step(self.step, loss)
-                out_of_time = cfg.time_limit is not None and time.monotonic() - self.clock_start >= cfg.time_limit
-                interrupted, out_of_time, diverged = agree(
-                    self.context, [stop.requested, out_of_time, not math.isfinite(loss)], self._collective_device()
+        interval_start, interval_from = time.monotonic(), 0
+        while self.step < cfg.steps:
+            loss = self._train_step()
+            losses.append(loss)
+            self.observer.on_step(self.step, loss)
+            out_of_time = cfg.time_limit is not None and time.monotonic() - self.clock_start >= cfg.time_limit
+            interrupted, out_of_time, diverged = agree(
+                self.context, [stop.requested, out_of_time, not math.isfinite(loss)], self._collective_device()
+            )
+            if diverged:
+                raise RestoreError(
+                    f"training diverged: the loss is not finite at step {self.step}; resume from the last "
+                    "checkpoint with a lower --lr (or fp32 precision)",
+                    cfg.output,
                 )
-                if diverged:
-                    raise RestoreError(
-                        f"training diverged: the loss is not finite at step {self.step}; resume from the last "
-                        "checkpoint with a lower --lr (or fp32 precision)",
-                        cfg.output,
-                    )
-                if self.step % cfg.log_every == 0 or self.step == cfg.steps:
-                    total_loss, total_count = sum_over_ranks(self.context, [interval_loss, interval_steps], self._collective_device())
-                    now = time.monotonic()
-                    self._write_log({
-                        "kind": "train",
-                        "step": self.step,
-                        "loss": total_loss / max(total_count, 1),
-                        "lr": learning_rate_at(self.step - 1, cfg.lr, self.milestones, cfg.lr_gamma),
-                        "steps_per_s": interval_steps / max(now - interval_start, 1e-9),
-                        "elapsed_s": self.elapsed_before + now - started,
-                    })
-                    interval_start, interval_steps, interval_loss = now, 0, 0.0
-                if self.val_images and (self.step % cfg.val_every == 0 or self.step == cfg.steps):
-                    value = self._validate()
-                    self.last_val = {"step": self.step, "psnr": value, "protocol": self._val_protocol()}
-                    self._write_log({"kind": "val", "step": self.step, "psnr": value, "protocol": self._val_protocol()})
-                stopping = interrupted or out_of_time
-                if self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps or stopping:
-                    checkpoint_path = self._save(self.elapsed_before + time.monotonic() - started) or checkpoint_path
-                if stopping:
-                    reason = "interrupted" if interrupted else "time_limit"
-                    break
+            last = self.step == cfg.steps
+            if self.step % cfg.log_every == 0 or last:
+                self._log_interval(losses[interval_from:], interval_start)
+                interval_start, interval_from = time.monotonic(), len(losses)
+            if self.val_images and (self.step % cfg.val_every == 0 or last):
+                self.last_val = {"step": self.step, "psnr": self._validate(), "protocol": self._val_protocol()}
+                self._write_log({"kind": "val", **self.last_val})
+            if self.step % cfg.checkpoint_every == 0 or last or interrupted or out_of_time:
+                elapsed = self.elapsed_before + time.monotonic() - self.loop_start
+                checkpoint_path = self._save(elapsed) or checkpoint_path
+            if interrupted or out_of_time:
+                return ("interrupted" if interrupted else "time_limit"), checkpoint_path
+        return "completed", checkpoint_path
+
+    def train(self) -> TrainResult:
+        cfg = self.config
+        self._setup()
+        self.observer.on_start(self._run_info())
+        self._write_log({"kind": "start", "step": self.step, "steps": cfg.steps, "device": str(self.device),
+                         "precision": self.placement.precision, "world_size": self.context.world_size,
+                         "images": len(self.images), "skipped_images": [str(p) for p in self.images.skipped]})
+        # Batches are made on the CPU; on CUDA a thread makes them ahead while the GPU computes.
+        depth = cfg.prefetch if cfg.prefetch is not None else (2 if self.device.type == "cuda" else 0)
+        self.rng_state = self._rng_snapshot()
+        self.batches = BatchPrefetcher(self._make_batch, self._rng_snapshot, depth)
+        losses: list[float] = []
+        self.loop_start = time.monotonic()
+        self.model.train()
+        try:
+            with StopRequest().installed() as stop:
+                reason, checkpoint_path = self._loop(stop, losses)
+        finally:
+            self.batches.close()
         if checkpoint_path is None and cfg.resume is not None and self.context.is_main:
-            checkpoint_path = ckpt.resolve_checkpoint(cfg.resume)  # nothing left to train
+            checkpoint_path = ckpt.resolve_checkpoint(cfg.resume)  # nothing was left to train
         result = TrainResult(
             step=self.step,
             reason=reason,

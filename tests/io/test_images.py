@@ -13,7 +13,7 @@ import pytest
 from PIL import Image, ImageCms, ImageFile, ImageOps
 
 from restore_cli.errors import RestoreError
-from restore_cli.io import images
+from restore_cli.io import atomic, images
 from restore_cli.io.images import (
     SUPPORTED_SUFFIXES,
     ImageData,
@@ -190,19 +190,23 @@ def test_alpha_into_format_without_alpha_is_refused(tmp_path: Path, suffix: str)
 def test_write_image_keeps_target_on_failure(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     target = tmp_path / "out.png"
     target.write_bytes(b"old contents")
+    image = _image(_levels((4, 4, 3), 8), None, 8)
 
-    def failing_encode(*args: object, **kwargs: object) -> bytes:
+    def interrupted(*args: object, **kwargs: object) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(images, "atomic_write_bytes", lambda path, data: (_ for _ in ()).throw(KeyboardInterrupt()))
-    with pytest.raises(KeyboardInterrupt):
-        write_image(target, _image(_levels((4, 4, 3), 8), None, 8))
+    with monkeypatch.context() as patch:
+        patch.setattr(images, "_encode_png", interrupted)  # Ctrl-C while encoding
+        with pytest.raises(KeyboardInterrupt):
+            write_image(target, image)
+    with monkeypatch.context() as patch:
+        patch.setattr(atomic.os, "fsync", interrupted)  # Ctrl-C with the temp file written
+        with pytest.raises(KeyboardInterrupt):
+            write_image(target, image)
     assert target.read_bytes() == b"old contents"
-    monkeypatch.undo()
-    monkeypatch.setattr(images, "_encode_png", failing_encode)
-    with pytest.raises(KeyboardInterrupt):
-        write_image(target, _image(_levels((4, 4, 3), 8), None, 8))
-    assert target.read_bytes() == b"old contents" and sorted(p.name for p in tmp_path.iterdir()) == ["out.png"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.png"]
+    write_image(target, image)
+    np.testing.assert_array_equal(_as_levels(read_image(target).pixels, 8), _levels((4, 4, 3), 8))
 
 
 # ------------------------------------------------------------------------------------------
@@ -515,6 +519,16 @@ def test_image_format_for_suffix() -> None:
     for bad in (".gif", "", ".exr"):
         with pytest.raises(RestoreError, match="unsupported image file suffix"):
             image_format_for_suffix(bad)
+
+
+def test_png_compress_level_changes_size_not_pixels(tmp_path: Path) -> None:
+    sample = read_image(DATA / "sample.png")
+    write_image(tmp_path / "0.png", sample, compress_level=0)
+    write_image(tmp_path / "9.png", sample, compress_level=9)
+    assert (tmp_path / "0.png").stat().st_size > 2 * (tmp_path / "9.png").stat().st_size
+    np.testing.assert_array_equal(read_image(tmp_path / "0.png").pixels, sample.pixels)
+    with pytest.raises(RestoreError, match="compression level"):
+        write_image(tmp_path / "x.png", sample, compress_level=10)
 
 
 def test_explicit_format_overrides_suffix(tmp_path: Path) -> None:

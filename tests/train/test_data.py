@@ -9,7 +9,14 @@ import pytest
 from PIL import Image
 
 from restore_cli.errors import RestoreError
-from restore_cli.train.data import center_crop, dihedral, load_image_set, sample_patches, to_uint8_channels
+from restore_cli.train.data import (
+    BatchPrefetcher,
+    center_crop,
+    dihedral,
+    load_image_set,
+    sample_patches,
+    to_uint8_channels,
+)
 
 
 def write_images(folder: Path, count: int, height: int, width: int, channels: int, seed: int = 0) -> list[np.ndarray]:
@@ -54,10 +61,17 @@ def test_user_errors_name_the_problem(tmp_path: Path, case: str) -> None:
         (tmp_path / "empty" / "notes.txt").write_text("x")
         folders, match = [tmp_path / "empty"], "no images"
     else:
-        write_images(tmp_path / "small", 1, 10, 30, 3)
-        folders, match = [tmp_path / "small"], "smaller than the 16×16"
+        write_images(tmp_path / "small", 2, 10, 30, 3)
+        folders, match = [tmp_path / "small"], "all 2 images are smaller than 16×16"
     with pytest.raises(RestoreError, match=match):
         load_image_set(folders, channels=3, min_size=16)
+
+
+def test_images_smaller_than_the_patch_are_left_out(tmp_path: Path) -> None:
+    write_images(tmp_path / "a", 1, 10, 30, 3)
+    write_images(tmp_path / "b", 1, 20, 20, 3)
+    images = load_image_set([tmp_path / "a", tmp_path / "b"], channels=3, min_size=16)
+    assert images.paths == (tmp_path / "b" / "img00.png",) and images.skipped == (tmp_path / "a" / "img00.png",)
 
 
 def test_dihedral_gives_the_eight_distinct_symmetries() -> None:
@@ -100,3 +114,29 @@ def test_center_crop_limits_size_and_keeps_the_centre() -> None:
     assert c.shape == (8, 8, 1)
     np.testing.assert_array_equal(c, a[1:9, 2:10])
     assert center_crop(a, 256).shape == (10, 13, 1)
+
+
+@pytest.mark.parametrize("depth", [0, 1, 3])
+def test_prefetcher_pairs_each_batch_with_the_state_after_it(depth: int) -> None:
+    counter = {"n": 0}
+
+    def produce() -> int:
+        counter["n"] += 1
+        return counter["n"]
+
+    prefetcher = BatchPrefetcher(produce, lambda: counter["n"], depth)
+    try:
+        assert [prefetcher.next() for _ in range(5)] == [(i, i) for i in range(1, 6)]
+    finally:
+        prefetcher.close()
+    assert counter["n"] <= 5 + depth + 1  # the thread stays at most `depth` (+ one in hand) ahead
+
+
+def test_prefetcher_hands_errors_to_the_consumer() -> None:
+    def produce() -> int:
+        raise ValueError("broken batch")
+
+    prefetcher = BatchPrefetcher(produce, lambda: None, 2)
+    with pytest.raises(ValueError, match="broken batch"):
+        prefetcher.next()
+    prefetcher.close()

@@ -71,16 +71,19 @@ def all_tensors(checkpoint: Path) -> dict[str, torch.Tensor]:
     return {**{f"model.{k}": v for k, v in model.items()}, **{f"opt.{k}": v for k, v in optimizer.items()}}
 
 
-@pytest.mark.parametrize("task", ["denoiser", "usrnet"])
-def test_resume_is_bit_exact(tmp_path: Path, task: str) -> None:
+@pytest.mark.parametrize(
+    ("task", "precision", "prefetch"),
+    [("denoiser", "fp32", 0), ("usrnet", "fp32", 0), ("usrnet", "bf16", 0), ("denoiser", "fp32", 3)],
+)
+def test_resume_is_bit_exact(tmp_path: Path, task: str, precision: str, prefetch: int) -> None:
     data = write_smooth_images(tmp_path / "data", count=3, size=32)
-    common = dict(milestones=(6,), sfm_rate=0.5, val=data, val_every=3, seed=5)
+    common = dict(milestones=(6,), sfm_rate=0.5, val=data, val_every=3, seed=5, precision=precision, prefetch=prefetch)
     straight = run_training(tiny_config(task, data, tmp_path / "a", steps=8, **common))
     first = run_training(tiny_config(task, data, tmp_path / "b", steps=4, **common))
     assert first.step == 4 and first.checkpoint is not None and first.checkpoint.name == "ckpt-0000004"
     resumed = run_training(tiny_config(task, data, tmp_path / "b", steps=8, resume=tmp_path / "b", **common))
     assert resumed.step == 8 and len(resumed.losses) == 4
-    assert resumed.losses == straight.losses[4:]
+    assert resumed.losses == straight.losses[4:] and all(np.isfinite(straight.losses))
     a, b = all_tensors(straight.checkpoint), all_tensors(resumed.checkpoint)
     assert a.keys() == b.keys() and len(a) > 10
     for key in a:

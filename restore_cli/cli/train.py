@@ -10,7 +10,7 @@ import sys
 import time
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeRemainingColumn
@@ -18,6 +18,9 @@ from rich.text import Text
 
 from restore_cli.cli.common import EXIT_INTERRUPTED, examples_epilog, stderr_console
 from restore_cli.errors import RestoreError
+
+if TYPE_CHECKING:
+    from restore_cli.train.trainer import RunInfo, TrainResult
 
 PANEL_DATA = "Data"
 PANEL_DEGRADATION = "Degradation"
@@ -164,7 +167,7 @@ class TrainingProgress:
             return
         (self.progress.console if self.progress is not None else self.console).print(text, highlight=False, soft_wrap=True)
 
-    def on_start(self, info: Any) -> None:
+    def on_start(self, info: RunInfo) -> None:
         config = " ".join(f"{k}={list(v) if isinstance(v, tuple) else v}" for k, v in info.model_config.items())
         self._print(
             f"train {info.task}: {info.arch} ({config}; {info.parameters:,} parameters), {info.images} images"
@@ -212,7 +215,7 @@ class TrainingProgress:
         elif kind == "checkpoint":
             self._print(f"step {record['step']}: checkpoint {record['path']}")
 
-    def on_finish(self, result: Any) -> None:
+    def on_finish(self, result: TrainResult) -> None:
         if self.progress is not None:
             self.progress.stop()
             self.progress = None
@@ -232,10 +235,10 @@ SfmCenterOpt = Annotated[float, typer.Option("--sfm-center", min=0.0, max=1.0, h
 SfmSpreadOpt = Annotated[float, typer.Option("--sfm-spread", min=0.0, help="targeted mode: band half-width spread as a fraction of r_max.", rich_help_panel=PANEL_DEGRADATION)]
 ArchConfigOpt = Annotated[list[str], typer.Option("--arch-config", metavar="KEY=VALUE|JSON|PRESET", help="Network size: key=value (nc=16,32,64,64 nb=2 …), a JSON object, or a preset name; repeatable.", rich_help_panel=PANEL_MODEL)]
 StepsOpt = Annotated[int, typer.Option("--steps", min=1, help="Optimizer steps in all.", rich_help_panel=PANEL_OPTIM)]
-LrOpt = Annotated[float, typer.Option("--lr", min=0.0, help="Adam learning rate (betas 0.9, 0.999).", rich_help_panel=PANEL_OPTIM)]
+LrOpt = Annotated[float, typer.Option("--lr", min=0.0, help="Adam learning rate (betas 0.9, 0.999; 1e-4 as in DRUNet and USRNet).", rich_help_panel=PANEL_OPTIM)]
 MilestonesOpt = Annotated[str, typer.Option("--milestones", help="Where the lr is multiplied by --lr-gamma: fractions of --steps (<1) or step numbers.", rich_help_panel=PANEL_OPTIM)]
 GammaOpt = Annotated[float, typer.Option("--lr-gamma", min=0.0, max=1.0, help="Learning-rate factor at each milestone.", rich_help_panel=PANEL_OPTIM)]
-LossOpt = Annotated[LossChoice, typer.Option("--loss", help="Pixel loss against the clean target.", rich_help_panel=PANEL_OPTIM)]
+LossOpt = Annotated[LossChoice, typer.Option("--loss", help="Pixel loss against the clean target (l1, as DRUNet and USRNet were trained).", rich_help_panel=PANEL_OPTIM)]
 SeedOpt = Annotated[int, typer.Option("--seed", min=0, help="Seed of initialisation, patches, kernels and noise (process r uses seed and r).", rich_help_panel=PANEL_OPTIM)]
 OutputOpt = Annotated[Path, typer.Option("-o", "--output", help="Run folder: checkpoints, latest, log.jsonl.", rich_help_panel=PANEL_CKPT)]
 CheckpointEveryOpt = Annotated[int, typer.Option("--checkpoint-every", min=1, help="Save a checkpoint every N steps (and at the end, on Ctrl-C and at --time-limit).", rich_help_panel=PANEL_CKPT)]
@@ -329,7 +332,8 @@ def denoiser(
     "usrnet",
     help="Train USRNet for y = (x ⊗ k)↓s + n: one scale per step from --scales, a random 25×25 kernel per patch "
     "(half motion blur, half anisotropic Gaussian), wrap blur, upper-left decimation, σ = 0 for 1/9 of the "
-    "patches and σ uniform over --noise-range otherwise. SFM (central) masks the HR patch before the degradation.",
+    "patches and σ uniform over --noise-range otherwise. SFM (central) masks the HR patch before the degradation. "
+    "Default size: the paper's (n_iter 8, h_nc 64, nc 64-128-256-512, nb 2); --arch-config usrnet-tiny for the tiny one.",
     epilog=examples_epilog(
         "restore train usrnet --data ../shared/datasets/T91 --val ../shared/datasets/Set5 --arch-config usrnet-tiny --steps 50000 -o runs/usrnet-tiny",
         "restore train usrnet --data ../shared/datasets/T91 --arch-config usrnet-tiny --batch 48 --sfm-rate 0.5 --time-limit 2h30m -o runs/usrnet-sfm",

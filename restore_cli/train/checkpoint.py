@@ -153,9 +153,9 @@ def save_checkpoint(
     output.mkdir(parents=True, exist_ok=True)
     name = checkpoint_name(step)
     final = output / name
+    for stale in output.glob(f".{CHECKPOINT_PREFIX}*.tmp-*"):  # left by a killed save
+        shutil.rmtree(stale, ignore_errors=True)
     tmp = output / f".{name}.tmp-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
     tmp.mkdir()
     model_tensors = {key: value.detach().to("cpu", torch.float32).contiguous() for key, value in model.items()}
     opt_tensors, groups = optimizer_to_tensors(optimizer)

@@ -82,13 +82,13 @@ def test_denoiser_tiled_matches_untiled_to_50_db(tile: int) -> None:
     assert psnr_db(whole, tiled) >= 50.0
 
 
-@pytest.mark.parametrize("scale,tile", [(2, 24), (4, 16), (4, 32), (1, 40)])
+@pytest.mark.parametrize("scale,tile", [(2, 24), (4, 16), (3, 24), (1, 40)])
 def test_usrnet_tiled_matches_untiled_to_40_db(scale: int, tile: int) -> None:
     torch.manual_seed(0)
-    model = build_model("usrnet", {"n_iter": 3, "h_nc": 16, "nc": (8, 16, 16, 16), "nb": 1}).eval()
+    model = build_model("usrnet", {"n_iter": 2, "h_nc": 8, "nc": (4, 8, 8, 8), "nb": 1}).eval()
     k = torch.from_numpy(fspecial_gaussian(25, 1.2)).float()[None, None]
     sigma = torch.full((1, 1, 1, 1), 2 / 255)
-    x = smooth_image(64, 80)
+    x = smooth_image(48, 56)
 
     def fn(region: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode():
@@ -99,7 +99,7 @@ def test_usrnet_tiled_matches_untiled_to_40_db(scale: int, tile: int) -> None:
     multiple = 8 // math.gcd(8, scale)
     whole = run_tiled(x, fn, scale, TileSettings(tile=0, context=context, multiple=multiple))
     tiled = run_tiled(x, fn, scale, TileSettings(tile=tile, overlap=8, context=context, multiple=multiple))
-    assert whole.shape == (1, 3, 64 * scale, 80 * scale)
+    assert whole.shape == (1, 3, 48 * scale, 56 * scale)
     assert psnr_db(whole, tiled) >= 40.0
 
 

@@ -59,6 +59,7 @@ def test_round_trip_restores_model_optimizer_and_generators(tmp_path: Path) -> N
 
 def test_latest_points_to_newest_and_old_checkpoints_are_pruned(tmp_path: Path) -> None:
     model, opt = adam_after_steps(1)
+    (tmp_path / ".ckpt-0000005.tmp-99999").mkdir()  # left behind by a killed process
     for step in (10, 20, 30):
         ckpt.save_checkpoint(tmp_path, step, model.state_dict(), opt.state_dict(), {}, keep=2)
     assert [s for s, _ in ckpt.list_checkpoints(tmp_path)] == [20, 30]

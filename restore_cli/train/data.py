@@ -1,11 +1,12 @@
-"""Training data: clean images held in memory as uint8, and the random patch sampler.
+"""Training data: clean images held in memory as uint8, the random patch sampler, and the
+prefetcher that makes batches ahead in a thread.
 
 Every image of the given folders is read once (`io.images.read_image`) and kept as an
 H×W×C uint8 array: gray images are replicated to 3 channels for colour training, colour images
 are converted with MATLAB `rgb2gray` weights for gray training. A training batch is a set of
 random square patches, each under one of the 8 dihedral transforms (rotations by 90° and flips),
 with every random choice taken from the `numpy.random.Generator` passed in, so that a seed fixes
-the batches and a saved generator state resumes them exactly.
+the batches and a saved generator state resumes them exactly. 16-bit images are rounded to 8 bits.
 """
 
 from __future__ import annotations

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -13,6 +14,16 @@ from restore_cli.cli.train import parse_arch_config, parse_duration, parse_noise
 from restore_cli.errors import RestoreError
 
 TINY = ["--arch-config", "nc=8,16,16,16", "--arch-config", "nb=1", "--patch", "16", "--batch", "2", "--device", "cpu"]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models train faster on one intra-op thread, and stay fast when the machine is busy
+    (two OpenMP threads on a loaded 2-core machine were measured 10× slower)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def restore_app():

@@ -17,6 +17,16 @@ from restore_cli.train.tasks import (
 )
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models train faster on one intra-op thread, and stay fast when the machine is busy
+    (two OpenMP threads on a loaded 2-core machine were measured 10× slower)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def smooth_batch(n: int, c: int, size: int, seed: int = 0) -> torch.Tensor:
     """Clean patches with content at every frequency (random) but in [0, 1]."""
     g = torch.Generator().manual_seed(seed)

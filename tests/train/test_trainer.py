@@ -28,6 +28,16 @@ TINY_DENOISER = {"nc": [8, 16, 16, 16], "nb": 1}
 TINY_USRNET = {"nc": [8, 16, 16, 16], "nb": 1, "n_iter": 2, "h_nc": 8}
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models train faster on one intra-op thread, and stay fast when the machine is busy
+    (two OpenMP threads on a loaded 2-core machine were measured 10× slower)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def write_smooth_images(folder: Path, count: int = 4, size: int = 48, seed: int = 0) -> Path:
     """Smooth colour images (an easy, learnable target) as PNG."""
     folder.mkdir(parents=True, exist_ok=True)

@@ -402,3 +402,13 @@ def export(
     stderr_console().print(f"exported {result.entry.arch} ({result.entry.task}) as {name}: sha256 {result.entry.sha256[:12]}…, manifest {result.manifest}", highlight=False)
     sys.stdout.write(f"{result.weights}\n")
 
+
+
+def _register_families() -> None:
+    from restore_cli.cli import train_sftgan, train_toolchain
+
+    train_toolchain.register(train_app)
+    train_sftgan.register(train_app)
+
+
+_register_families()

@@ -19,9 +19,6 @@ from restore_cli.engine.weights import ModelEntry, load_manifest, read_safetenso
 from restore_cli.errors import RestoreError
 
 
-TASK_OF_ARCH = {"usrnet": "sr", "resunet-denoiser": "denoise"}
-
-
 @dataclass
 class ResolvedModel:
     """A built model with the facts the engine needs about it."""
@@ -81,8 +78,8 @@ def load_weights_file(path: Path, task: str, arch: str | None = None) -> Resolve
     if not arch:
         raise RestoreError("the file does not say its architecture (no 'arch' metadata); pass --arch", path)
     architecture = _architecture(arch)
-    if TASK_OF_ARCH.get(arch, task) != task:
-        raise RestoreError(f"these are '{arch}' weights, made for `restore {TASK_OF_ARCH[arch]}`, not `{task}`", path)
+    if architecture.task and architecture.task != task:
+        raise RestoreError(f"these are '{arch}' weights, made for `restore {architecture.task}`, not `{task}`", path)
     config = json.loads(metadata["config"]) if "config" in metadata else architecture.infer_config(tensors)
     module = _build(arch, config, tensors, path)
     channels = int(config.get("channels", config.get("out_nc", 3)))

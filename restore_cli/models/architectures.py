@@ -30,6 +30,7 @@ class Architecture:
     default_config: Mapping[str, Any]
     read_config: Callable[[Mapping[str, Tensor]], dict[str, Any]]
     description: str = ""
+    task: str = ""  # the command that runs it: "sr", "denoise", "toolchain", ...
 
     def infer_config(self, state_dict: Mapping[str, Tensor]) -> dict[str, Any]:
         """Hyper-parameters of a state dict in this architecture's layout (ValueError if it is not)."""
@@ -109,6 +110,7 @@ ARCHITECTURES: dict[str, Architecture] = {
         default_config=MappingProxyType(_USRNET_FULL),
         read_config=_read_usrnet,
         description="USRNet deep unfolding SR (data step D, ResUNet prior p, hyper-network h)",
+        task="sr",
     ),
     "resunet-denoiser": Architecture(
         name="resunet-denoiser",
@@ -116,8 +118,15 @@ ARCHITECTURES: dict[str, Architecture] = {
         default_config=MappingProxyType(_DRUNET_COLOR),
         read_config=_read_denoiser,
         description="ResUNet on [image, σ map] (DRUNet layout); non-blind Gaussian denoiser",
+        task="denoise",
     ),
 }
+
+# The RL-Restore toolbox/agent and SFT-GAN families keep their entries in their own modules.
+from restore_cli.models import sftgan_architectures, toolchain_architectures  # noqa: E402
+
+ARCHITECTURES.update(toolchain_architectures.ARCHITECTURES)
+ARCHITECTURES.update(sftgan_architectures.ARCHITECTURES)
 
 # Named configurations: preset name → (architecture, full config). USRGAN(-tiny) weights use the
 # usrnet(-tiny) configs; DRUNet is the resunet-denoiser with nb = 4.
@@ -126,6 +135,8 @@ PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
     "usrnet-tiny": ("usrnet", dict(_USRNET_TINY)),
     "drunet": ("resunet-denoiser", dict(_DRUNET_COLOR)),
     "drunet-gray": ("resunet-denoiser", dict(_DRUNET_GRAY)),
+    **toolchain_architectures.PRESETS,
+    **sftgan_architectures.PRESETS,
 }
 
 

@@ -152,11 +152,9 @@ def run_with_oom_backoff(x: Tensor, fn: Callable[[Tensor], Tensor], scale: int, 
             settings = TileSettings(smaller, settings.overlap, settings.context, settings.pad_mode, settings.multiple)
 
 
-def auto_tile_size(free_bytes: int, bytes_per_pixel: float, scale: int, context: int, budget_fraction: float = 0.5,
-                   largest: int = 2048) -> int:
+def auto_tile_size(budget: int, bytes_per_pixel: float, scale: int, context: int, largest: int = 2048) -> int:
     """The largest square core whose run (with context, at `bytes_per_pixel` of the model's
-    output-resolution activations) fits in `budget_fraction` of the free memory."""
-    budget = free_bytes * budget_fraction
+    output-resolution activations) fits in `budget` bytes."""
     side_out = math.sqrt(max(budget / max(bytes_per_pixel, 1.0), 1.0))
     side_in = int(side_out / scale) - 2 * context
     side_in = max(MIN_TILE * 4, min(largest, side_in))

@@ -134,3 +134,14 @@ def test_other_errors_are_not_swallowed() -> None:
 
     with pytest.raises(ValueError):
         run_with_oom_backoff(torch.rand(1, 1, 32, 32), fn, 1, TileSettings(tile=16))
+
+
+def test_auto_tile_size_follows_the_budget() -> None:
+    from restore_cli.engine.tiling import auto_tile_size
+
+    big = auto_tile_size(768 << 20, 900.0, 4, 16)
+    small = auto_tile_size(64 << 20, 900.0, 4, 16)
+    assert big % 8 == 0 and small % 8 == 0 and small < big
+    # The tile's run (core + context, at the output scale) stays within the budget.
+    assert ((big + 2 * 16) * 4) ** 2 * 900.0 <= 768 << 20
+    assert auto_tile_size(1 << 40, 900.0, 1, 0) == 2048  # capped

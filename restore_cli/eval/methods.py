@@ -1,0 +1,185 @@
+"""The things an evaluation compares: trained models run through the engine, and baselines.
+
+A `Method` maps a `Case` (the degraded input and what is known about it) to a restored
+1×C×H×W tensor on the [0, 1] scale at the reference's size; the runner quantises and scores it.
+Model methods are built per protocol by `model_methods`, one function per protocol family, so a
+protocol whose model does not exist yet (toolchain, jpeg) is one function to fill in later.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import Tensor
+
+from restore_cli.errors import RestoreError
+from restore_cli.eval.degradations import Case
+from restore_cli.eval.settings import MODEL_TASK, EvalConfig, ProtocolName
+
+
+class Method:
+    """Base class: `key` identifies the method in records and across reports (e.g. "model",
+    "bicubic"); `label` is what tables show; `kind` is "model" or "baseline"."""
+
+    key: str = ""
+    label: str = ""
+    kind: str = "baseline"
+    definition: str = ""
+    save_outputs: bool = True  # False for the "input" baseline: its output is the input itself
+
+    def restore(self, case: Case) -> Tensor:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def describe(self) -> dict[str, Any]:
+        return {"key": self.key, "label": self.label, "kind": self.kind, "definition": self.definition}
+
+
+@dataclass
+class ModelSpec:
+    """One model the user asked for: a registry name or a weights file."""
+
+    name: str | None = None
+    weights: Path | None = None
+
+    @property
+    def label(self) -> str:
+        if self.weights is not None:
+            return Path(self.weights).stem
+        return self.name or "default"
+
+
+@dataclass
+class EngineOptions:
+    device: str = "auto"
+    precision: str = "fp32"
+    tile: int | None = 0
+    tile_overlap: int = 32
+
+
+class ModelMethod(Method):
+    """A model from the registry or a weights file, run by the engine's `Restorer` (tiling, device,
+    precision, gray/colour adaptation). `runner(restorer, case)` is the protocol's call."""
+
+    kind = "model"
+
+    def __init__(self, key: str, spec: ModelSpec, task: str, engine: EngineOptions,
+                 runner: Callable[[Any, Case], Tensor], log: Callable[[str], None] | None = None) -> None:
+        from restore_cli.engine.restore import TileRequest
+        from restore_cli.engine.session import ModelChoice, RestorerCache
+
+        self.key = key
+        self.spec = spec
+        self.label = spec.label
+        self.runner = runner
+        choice = ModelChoice(task=task, name=spec.name, weights=spec.weights, device=engine.device,
+                             precision=engine.precision, tiles=TileRequest(engine.tile, engine.tile_overlap))
+        self.cache = RestorerCache(choice, log=log)
+        self.used: dict[int, Any] = {}  # channels → Restorer
+
+    def restore(self, case: Case) -> Tensor:
+        channels = int(case.degraded.shape[1])
+        restorer = self.cache.for_channels(channels)
+        self.used[channels] = restorer
+        if self.spec.name is None and self.spec.weights is None:
+            self.label = restorer.model.name
+        return self.runner(restorer, case)
+
+    def describe(self) -> dict[str, Any]:
+        models = []
+        for channels, restorer in sorted(self.used.items()):
+            model = restorer.model
+            models.append({
+                "channels": channels, "name": model.name, "arch": model.arch, "config": _jsonable(model.config),
+                "weights": None if model.weights_path is None else str(model.weights_path), "sha256": model.sha256,
+                "device": str(restorer.placement.device), "precision": restorer.placement.precision,
+            })
+        data = super().describe()
+        data["models"] = models
+        return data
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+# -- what each protocol asks of a model ------------------------------------------------------
+
+
+def run_denoiser(config: EvalConfig) -> Callable[[Any, Case], Tensor]:
+    def run(restorer: Any, case: Case) -> Tensor:
+        sigma = case.sigma
+        if config.model_sigma == "estimate":
+            from restore_cli.ops.noise_estimation import estimate_noise_sigma
+
+            sigma = float(estimate_noise_sigma(case.degraded[0].double()))
+            case.details["model_sigma_255"] = round(sigma * 255.0, 4)
+        return restorer.denoise(case.degraded, sigma)
+
+    return run
+
+
+def run_usrnet(config: EvalConfig) -> Callable[[Any, Case], Tensor]:
+    def run(restorer: Any, case: Case) -> Tensor:
+        assert case.kernel is not None
+        return restorer.super_resolve(case.degraded, case.kernel, case.scale, case.sigma, pad_mode=config.pad_mode)
+
+    return run
+
+
+def toolchain_runner(config: EvalConfig) -> Callable[[Any, Case], Tensor]:
+    """Where the RL-Restore toolchain (issue 6) plugs in: return a function running it on a case."""
+    raise RestoreError("toolchain models are not available yet (issue 6); run with --baseline for the input rows")
+
+
+def jpeg_runner(config: EvalConfig) -> Callable[[Any, Case], Tensor]:
+    """Where a JPEG artefact-removal model plugs in: return a function running it on a case."""
+    raise RestoreError("JPEG artefact-removal models are not available yet; run with --baseline for the input rows")
+
+
+RUNNERS: dict[ProtocolName, Callable[[EvalConfig], Callable[[Any, Case], Tensor]]] = {
+    ProtocolName.denoise: run_denoiser,
+    ProtocolName.sfm_sweep: run_denoiser,
+    ProtocolName.usrnet_table1: run_usrnet,
+    ProtocolName.bicubic_sr: run_usrnet,
+    ProtocolName.deblur: run_usrnet,
+    ProtocolName.toolchain: toolchain_runner,
+    ProtocolName.jpeg: jpeg_runner,
+}
+
+#: Protocols with no model yet: with --baseline and no model named, they run the baselines only.
+NO_MODEL_YET: frozenset[ProtocolName] = frozenset({ProtocolName.toolchain, ProtocolName.jpeg})
+
+
+def model_methods(config: EvalConfig, specs: list[ModelSpec], engine: EngineOptions,
+                  log: Callable[[str], None] | None = None) -> list[Method]:
+    """The model methods of a run: one per spec (keys "model", "model2", …); the task's default
+    model when none is given. Empty for protocols without a model when only baselines are asked."""
+    if config.protocol in NO_MODEL_YET and not specs and config.baseline:
+        return []
+    runner = RUNNERS[config.protocol](config)
+    specs = specs or [ModelSpec()]
+    methods: list[Method] = []
+    for i, spec in enumerate(specs):
+        key = "model" if i == 0 else f"model{i + 1}"
+        methods.append(ModelMethod(key, spec, MODEL_TASK[config.protocol], engine, runner, log))
+    labels = [m.label for m in methods]
+    if len(set(labels)) != len(labels):
+        for i, method in enumerate(methods):
+            method.label = f"{method.label} ({i + 1})"
+    return methods
+
+
+def restored_to_reference_size(y: Tensor, case: Case) -> Tensor:
+    """The restored tensor cut to the reference's H×W (the model may pad); a size mismatch
+    beyond that is a bug in the method."""
+    h, w = case.reference.shape[-2:]
+    if y.shape[-2] < h or y.shape[-1] < w:
+        raise RuntimeError(f"restored image is {tuple(y.shape[-2:])}, smaller than the reference {h}×{w}")
+    return y[..., :h, :w].to(torch.float32)

@@ -1,10 +1,11 @@
-"""`restore sr`: non-blind super-resolution and deblurring with USRNet."""
+"""`restore sr`: non-blind super-resolution and deblurring with USRNet, and ×4 texture SR with
+SFT-GAN models (dispatched on the chosen model's architecture)."""
 
 from __future__ import annotations
 
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
@@ -12,6 +13,7 @@ from restore_cli.cli.batch_options import run_image_batch
 from restore_cli.cli.common import (
     DEFAULT_MAX_PIXELS,
     PANEL_DEGRADATION,
+    PANEL_MODEL,
     DeviceOpt,
     FormatOpt,
     ImageFormat,
@@ -37,6 +39,10 @@ from restore_cli.cli.common import (
     stderr_console,
 )
 from restore_cli.engine.batch import Job
+from restore_cli.errors import RestoreError
+
+if TYPE_CHECKING:
+    from restore_cli.engine.sftgan import PriorRequest
 
 
 class SrBoundary(str, Enum):
@@ -53,17 +59,28 @@ Without --kernel the USRNet real-image recipe is used: an isotropic Gaussian of 
 upper left to match the decimation convention. --params NAME.json takes scale, kernel, noise and
 boundary from a `restore degrade` sidecar; options given explicitly override it.
 Boundary: reflect (real photos, default), wrap (images made by circular blur, e.g. `degrade
---boundary wrap`), replicate."""
+--boundary wrap`), replicate.
+
+With an SFT-GAN model (--model sftgan, or --weights of an sftgan file) the input is taken as a
+bicubic ×4 downscale and super-resolved ×4 with realistic texture, guided by per-pixel category
+probabilities: --prior auto (the model's own prior network), a file (.npy K×H×W probabilities or
+a label image with an optional --prior-classes list, at LR or HR size), a folder with one such file
+per input, category:N (one category everywhere) or uniform. --save-prior writes the categories
+as NAME_prior.png beside each output. The kernel, noise and boundary options do not apply."""
+
+PRIOR_SUFFIX = "_prior.png"
 
 
 def register(app: typer.Typer) -> None:
     app.command(
         "sr",
         help=paragraphs(HELP),
-        short_help="Super-resolve or deblur with USRNet, given the kernel and noise level.",
+        short_help="Super-resolve or deblur with USRNet given the kernel and noise level, or ×4 with SFT-GAN texture.",
         epilog=examples_epilog(
             "restore sr photo.png -o out/ --scale 4 --kernel k.npy --noise 5",
             "restore sr out/sample_degraded.png --params out/sample_degraded.json -o restored.png",
+            "restore sr photo.png --model sftgan --save-prior -o out/",
+            "restore sr photo.png --model sftgan --prior category:2 -o grass.png",
         ),
     )(sr)
 
@@ -87,6 +104,9 @@ def sr(
     boundary: Annotated[Optional[SrBoundary], typer.Option("--boundary", help="Image boundary model [default: reflect, or wrap from a wrap-blur sidecar].", rich_help_panel=PANEL_DEGRADATION, show_default=False)] = None,
     model: ModelOpt = None,
     weights: WeightsOpt = None,
+    prior: Annotated[Optional[str], typer.Option("--prior", help="SFT-GAN category prior: auto (the model's prior network), FILE (.npy K×H×W probabilities or a label image), FOLDER (NAME.npy/NAME.png per input), category:N, or uniform [default: auto].", rich_help_panel=PANEL_MODEL, show_default=False)] = None,
+    prior_classes: Annotated[Optional[Path], typer.Option("--prior-classes", help="Class list for a label-image prior: lines 'LABEL CATEGORY' (CATEGORY an index or 'uniform').", rich_help_panel=PANEL_MODEL)] = None,
+    save_prior: Annotated[bool, typer.Option("--save-prior", help="SFT-GAN: write the categories used as a colour-coded NAME_prior.png beside each output (a valid --prior label image).", rich_help_panel=PANEL_MODEL)] = False,
     tile: TileOpt = "auto",
     tile_overlap: TileOverlapOpt = 16,
     device: DeviceOpt = "auto",
@@ -99,7 +119,22 @@ def sr(
     from restore_cli.engine.restore import TileRequest
     from restore_cli.engine.session import ModelChoice, RestorerCache
     from restore_cli.engine.sr_settings import resolve_sr_settings
+    from restore_cli.engine.sftgan import texture_architecture
     from restore_cli.io.images import read_image, write_image
+
+    if texture_architecture(model, weights) is not None:
+        _sr_texture(
+            inputs=inputs, output=output, recursive=recursive, suffix=suffix, format=format, quality=quality,
+            skip_existing=skip_existing, overwrite=overwrite, strip_metadata=strip_metadata, max_pixels=max_pixels,
+            scale=scale, not_applicable={"--kernel": kernel, "--kernel-width": kernel_width, "--noise": noise,
+                                         "--params": params, "--boundary": boundary},
+            model=model, weights=weights, prior=prior, prior_classes=prior_classes, save_prior=save_prior, tile=tile,
+            tile_overlap=tile_overlap, device=device, precision=precision, json_output=json_output, quiet=quiet,
+            verbose=verbose,
+        )
+        return
+    if prior is not None or prior_classes is not None or save_prior:
+        raise RestoreError("--prior, --prior-classes and --save-prior apply to SFT-GAN models (e.g. --model sftgan)")
 
     settings = resolve_sr_settings(
         scale=scale, kernel=kernel, kernel_width=kernel_width, noise=noise, params=params,
@@ -126,4 +161,74 @@ def sr(
         suffix=f"_x{settings.scale}" if suffix is None else suffix,
         format=format.value, skip_existing=skip_existing, overwrite=overwrite,
         json_output=json_output, quiet=quiet, verbose=verbose, process=process,
+    )
+
+
+def parse_prior(value: str | None, classes: Path | None) -> PriorRequest:
+    """`--prior auto|uniform|category:N|FILE|FOLDER` (+ `--prior-classes`) → a PriorRequest."""
+    from restore_cli.engine.sftgan import PriorRequest
+
+    text = "auto" if value is None else value.strip()
+    lowered = text.lower()
+    request: PriorRequest
+    if lowered in ("auto", "uniform"):
+        request = PriorRequest(kind=lowered)  # type: ignore[arg-type]
+    elif lowered.startswith("category:"):
+        try:
+            request = PriorRequest(kind="category", category=int(text.split(":", 1)[1]))
+        except ValueError:
+            raise RestoreError(f"--prior {text}: expected category:N with an integer N") from None
+    else:
+        path = Path(text)
+        if path.is_dir():
+            request = PriorRequest(kind="folder", path=path, classes=classes)
+        elif path.is_file():
+            request = PriorRequest(kind="file", path=path, classes=classes)
+        else:
+            raise RestoreError("--prior: no such file or folder (or use auto, uniform, category:N)", path)
+    if classes is not None and request.kind not in ("file", "folder"):
+        raise RestoreError(f"--prior-classes applies to a label-image prior, not to --prior {text}")
+    return request
+
+
+def _sr_texture(*, inputs: list[str], output: Optional[Path], recursive: bool, suffix: Optional[str], format: ImageFormat,
+                quality: int, skip_existing: bool, overwrite: bool, strip_metadata: bool, max_pixels: int,
+                scale: Optional[int], not_applicable: dict[str, object], model: Optional[str], weights: Optional[Path],
+                prior: Optional[str], prior_classes: Optional[Path], save_prior: bool, tile: str, tile_overlap: int,
+                device: str, precision: str, json_output: bool, quiet: bool, verbose: bool) -> None:
+    """`restore sr` with an SFT-GAN model: ×4, prior as asked, optional category-map PNGs."""
+    from restore_cli.engine.restore import TileRequest
+    from restore_cli.engine.sftgan import SCALE, open_texture_resolver, super_resolve_texture_image
+    from restore_cli.io.images import read_image, write_image
+    from restore_cli.io.prior_files import write_prior_png
+
+    given = [name for name, value in not_applicable.items() if value is not None]
+    if given:
+        verb = "does" if len(given) == 1 else "do"
+        raise RestoreError(f"{', '.join(given)} {verb} not apply to SFT-GAN models (×4 from bicubic-downscaled input, no kernel or noise model)")
+    if scale is not None and scale != SCALE:
+        raise RestoreError(f"SFT-GAN models super-resolve ×{SCALE} only, not --scale {scale}")
+    request = parse_prior(prior, prior_classes)
+    console = stderr_console()
+    log = (lambda m: console.print(m, highlight=False)) if verbose else None
+    resolver = open_texture_resolver(model, weights, device, precision, TileRequest(parse_tile(tile), tile_overlap), log)
+    if request.kind == "auto" and not resolver.has_prior_net:
+        raise RestoreError(f"model '{resolver.model.name}' is a generator without a prior network: give --prior FILE, category:N or uniform")
+
+    def process(job: Job) -> dict:
+        image = read_image(job.source, max_pixels=max_pixels)
+        result, details, maps = super_resolve_texture_image(resolver, image, request, job.source)
+        write_image(job.target, result, format=None, quality=quality, strip_metadata=strip_metadata)
+        if save_prior:
+            prior_path = job.sibling(PRIOR_SUFFIX)
+            write_prior_png(prior_path, maps)
+            details["prior_map"] = str(prior_path)
+        return details
+
+    run_image_batch(
+        label="sr", inputs=inputs, output=output, recursive=recursive,
+        suffix=f"_x{SCALE}" if suffix is None else suffix,
+        format=format.value, skip_existing=skip_existing, overwrite=overwrite,
+        json_output=json_output, quiet=quiet, verbose=verbose, process=process,
+        companions=(PRIOR_SUFFIX,) if save_prior else (),
     )

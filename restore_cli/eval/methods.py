@@ -8,7 +8,7 @@ protocol whose model does not exist yet (toolchain, jpeg) is one function to fil
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 

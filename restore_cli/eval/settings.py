@@ -188,9 +188,9 @@ def default_crop(protocol: ProtocolName, scale: int) -> int:
 
 
 def default_channel(protocol: ProtocolName) -> Channel:
-    """Y (BT.601 studio) for bicubic SR, RGB (or the gray channel) for the others; jpeg runs on
-    gray images, where both are the same channel."""
-    return "y" if protocol in (ProtocolName.bicubic_sr, ProtocolName.jpeg) else "rgb"
+    """Y (BT.601 studio) for bicubic SR, RGB (or the gray channel) for the others; jpeg turns its
+    images gray first, so its one channel is scored either way."""
+    return "y" if protocol is ProtocolName.bicubic_sr else "rgb"
 
 
 def _check_scales(scales: tuple[int, ...]) -> None:

@@ -93,6 +93,7 @@ def eval_command(
     boundary: Annotated[Optional[BoundaryChoice], typer.Option("--boundary", help="Image boundary the SR model assumes \\[default: circular for usrnet-table1 and deblur (periodic inputs), reflect for bicubic-sr].", rich_help_panel=PANEL_PROTOCOL, show_default=False)] = None,
     lr_float: Annotated[Optional[bool], typer.Option("--float-lr/--uint8-lr", help="bicubic-sr: resize in float64 without rounding (USRNet's script) or in MATLAB's uint8 class (the distributed LR files) \\[default: uint8].", rich_help_panel=PANEL_PROTOCOL, show_default=False)] = None,
     model_sigma: Annotated[Optional[ModelSigmaChoice], typer.Option("--model-sigma", help="denoise, sfm-sweep: give the model the true σ or its per-image estimate \\[default: true].", rich_help_panel=PANEL_PROTOCOL, show_default=False)] = None,
+    ssim: Annotated[Optional[bool], typer.Option("--ssim/--no-ssim", help="Compute SSIM besides PSNR \\[default: yes, except usrnet-table1 and deblur, whose references report PSNR only].", rich_help_panel=PANEL_PROTOCOL, show_default=False)] = None,
     model: Annotated[Optional[list[str]], typer.Option("-m", "--model", help="Model name from `restore models list`; repeat for several (sfm-sweep) \\[default: the shipped one].", rich_help_panel=PANEL_MODEL, show_default=False)] = None,
     weights: Annotated[Optional[list[Path]], typer.Option("--weights", help="A compatible .safetensors file; repeat for several.", rich_help_panel=PANEL_MODEL, show_default=False)] = None,
     baseline: Annotated[bool, typer.Option("--baseline", help="Add baseline rows: the input itself, bicubic upsampling, Wiener / least squares with the true kernel.", rich_help_panel=PANEL_MODEL)] = False,
@@ -141,7 +142,7 @@ def eval_command(
         patch=patch, seed=seed, clip_noise=clip_noise, crop_border=crop_border, y_channel=y_channel,
         boundary=None if boundary is None else boundary.value, lr=lr, lr_float=lr_float, limit=limit,
         model_sigma=None if model_sigma is None else model_sigma.value,  # type: ignore[arg-type]
-        alpha_factor=alpha_factor, baseline=baseline or no_model,
+        alpha_factor=alpha_factor, baseline=baseline or no_model, ssim=ssim,
     )
     log = (lambda m: console.print(m, highlight=False)) if verbose else None
     if verbose:

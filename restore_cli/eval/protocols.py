@@ -55,6 +55,7 @@ from restore_cli.eval.settings import (
     build_settings,
     default_channel,
     default_kernel_file,
+    default_ssim,
 )
 from restore_cli.ops.colour import rgb_to_y
 from restore_cli.ops.metrics import psnr, psnr_b, quantize_to_uint8_levels, ssim
@@ -116,6 +117,7 @@ def build_config(
     model_sigma: ModelSigma | None = None,
     alpha_factor: float = DEFAULT_ALPHA_FACTOR,
     baseline: bool = False,
+    ssim: bool | None = None,
 ) -> EvalConfig:
     """Validate the options against the protocol once, load the kernel file, build the settings."""
     from restore_cli.eval.settings import PROTOCOL_OPTIONS
@@ -160,7 +162,7 @@ def build_config(
         protocol=protocol, data=data, settings=settings, channel=channel, seed=seed, clip_noise=bool(clip_noise),
         kernels=kernel_set, pad_mode=boundary or default_pad, lr_dir=lr, lr_uint8=not lr_float,
         patch=patch or 0, limit=limit, model_sigma=model_sigma or "true", alpha_factor=alpha_factor,
-        baseline=baseline, crop_override=crop_border,
+        baseline=baseline, crop_override=crop_border, ssim=default_ssim(protocol) if ssim is None else ssim,
     )
 
 
@@ -186,7 +188,7 @@ def describe_protocol(config: EvalConfig) -> dict[str, Any]:
                               else "all channels (RGB, or the one channel of gray images)",
         "crop_border": crop,
         "quantisation": QUANTISATION,
-        "ssim": SSIM_DEFINITION,
+        "ssim": SSIM_DEFINITION if config.ssim else "not computed (--ssim to add it)",
         "images": "read as 8-bit (16-bit files are rounded to 8 bits); alpha ignored",
         "seed": config.seed,
     }
@@ -252,7 +254,8 @@ def protocol_layout(config: EvalConfig) -> dict[str, Any]:
 
 
 def protocol_metrics(config: EvalConfig) -> list[str]:
-    return ["psnr", "ssim", "psnr_b"] if config.protocol is ProtocolName.jpeg else ["psnr", "ssim"]
+    metrics = ["psnr", "ssim"] if config.ssim else ["psnr"]
+    return metrics + ["psnr_b"] if config.protocol is ProtocolName.jpeg else metrics
 
 
 # -- data --------------------------------------------------------------------------------------

@@ -136,6 +136,7 @@ class EvalConfig:
     alpha_factor: float = 200.0
     baseline: bool = False
     crop_override: int | None = None
+    ssim: bool = True
     notes: tuple[str, ...] = field(default_factory=tuple)
 
 
@@ -185,6 +186,12 @@ def default_crop(protocol: ProtocolName, scale: int) -> int:
     if protocol is ProtocolName.bicubic_sr:
         return scale
     return 0
+
+
+def default_ssim(protocol: ProtocolName) -> bool:
+    """SSIM besides PSNR, except for usrnet-table1 and deblur, whose references report PSNR only
+    (and whose many settings would make the float64 SSIM the slowest part of the run)."""
+    return protocol not in (ProtocolName.usrnet_table1, ProtocolName.deblur)
 
 
 def default_channel(protocol: ProtocolName) -> Channel:

@@ -39,10 +39,6 @@ def fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
     return typer.Exit(code)
 
 
-def not_available(command: str, issue: str) -> typer.Exit:
-    return fail(f"`restore {command}` is not available yet ({issue})")
-
-
 class ImageFormat(str, Enum):
     same = "same"
     png = "png"

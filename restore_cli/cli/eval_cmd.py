@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Callable, Optional
 
 import typer
 
@@ -14,7 +14,6 @@ from restore_cli.cli.common import (
     PANEL_REPORTING,
     PANEL_TILING,
     DeviceOpt,
-    PrecisionOpt,
     QuietOpt,
     TileOpt,
     TileOverlapOpt,
@@ -26,6 +25,13 @@ from restore_cli.cli.common import (
 )
 from restore_cli.errors import RestoreError
 from restore_cli.eval.settings import ProtocolName
+
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.table import Table
+
+    from restore_cli.eval.degradations import Case
+    from restore_cli.eval.report import Report
 
 PANEL_PROTOCOL = "Protocol"
 PANEL_DATA = "Data"
@@ -71,7 +77,7 @@ def register(app: typer.Typer) -> None:
     )(eval_command)
 
 
-def _list(value: Optional[str], option: str, parse) -> Optional[tuple]:
+def _list(value: Optional[str], option: str, parse: Callable[[str, str], tuple]) -> Optional[tuple]:
     return None if value is None else parse(value, option)
 
 
@@ -152,7 +158,11 @@ def eval_command(
     methods = [] if no_model else model_methods(config, specs, engine, log)
     methods += baseline_methods(config)
 
-    report = _run(console, config, methods, save_images, save_inputs, quiet, verbose, evaluate, SaveOptions)
+    save = None if save_images is None else SaveOptions(save_images, save_inputs)
+    tiling = {"tile": engine.tile if engine.tile is not None else "auto", "tile_overlap": engine.tile_overlap}
+    report = _run(console, lambda on_case: evaluate(config, methods, save=save, on_case=on_case,
+                                                    command="restore " + " ".join(sys.argv[1:]), run_details=tiling),
+                  config.protocol.value, quiet, verbose)
     table = report_table(report)
     if not quiet:
         _print_table(console, rich_table(table))
@@ -163,20 +173,20 @@ def eval_command(
         _write_text(markdown, markdown_table(table))
 
 
-def _run(console, config, methods, save_images, save_inputs, quiet, verbose, evaluate, SaveOptions):
-    """Evaluate with a progress bar on a terminal (nothing with -q; per-case lines with -v)."""
+def _run(console: Console, run: Callable[[Callable[..., None]], Report], label: str, quiet: bool,
+         verbose: bool) -> Report:
+    """`run(on_case)` with a progress bar on a terminal (nothing with -q; per-case lines with -v)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-    save = None if save_images is None else SaveOptions(save_images, save_inputs)
     progress = None
     task = None
     if not quiet and console.is_terminal:
-        progress = Progress(TextColumn(f"[bold]eval {config.protocol.value}[/bold]"), BarColumn(), MofNCompleteColumn(),
+        progress = Progress(TextColumn(f"[bold]eval {label}[/bold]"), BarColumn(), MofNCompleteColumn(),
                             TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=console)
         progress.start()
         task = progress.add_task("eval", total=1)
 
-    def on_case(done, total, case, scores) -> None:
+    def on_case(done: int, total: int, case: Case, scores: dict[str, dict[str, float]]) -> None:
         if progress is not None:
             progress.update(task, total=total, completed=done)
         if verbose and not quiet:
@@ -185,13 +195,13 @@ def _run(console, config, methods, save_images, save_inputs, quiet, verbose, eva
             (progress.console if progress is not None else console).print(line, highlight=False)
 
     try:
-        return evaluate(config, methods, save=save, on_case=on_case, command="restore " + " ".join(sys.argv[1:]))
+        return run(on_case)
     finally:
         if progress is not None:
             progress.stop()
 
 
-def _print_table(console, table) -> None:
+def _print_table(console: Console, table: Table) -> None:
     """Print a Rich table whole: numbers are never cut off, even where the console is narrower
     than the table (a pipe, an 80-column default), at the cost of long lines."""
     from rich.console import Console

@@ -2,8 +2,9 @@
 
 A `Method` maps a `Case` (the degraded input and what is known about it) to a restored
 1×C×H×W tensor on the [0, 1] scale at the reference's size; the runner quantises and scores it.
-Model methods are built per protocol by `model_methods`, one function per protocol family, so a
-protocol whose model does not exist yet (toolchain, jpeg) is one function to fill in later.
+Model methods are built by one factory per protocol (`MODEL_FACTORIES`), so a protocol whose
+model does not exist yet (toolchain: `toolchain_model`, jpeg: `jpeg_model`) is one function to
+fill in later.
 """
 
 from __future__ import annotations
@@ -133,24 +134,42 @@ def run_usrnet(config: EvalConfig) -> Callable[[Any, Case], Tensor]:
     return run
 
 
-def toolchain_runner(config: EvalConfig) -> Callable[[Any, Case], Tensor]:
-    """Where the RL-Restore toolchain (issue 6) plugs in: return a function running it on a case."""
+ModelFactory = Callable[[EvalConfig, str, ModelSpec, EngineOptions, "Callable[[str], None] | None"], Method]
+
+
+def engine_model(run: Callable[[EvalConfig], Callable[[Any, Case], Tensor]]) -> ModelFactory:
+    """A factory of `ModelMethod`s for models the engine's `Restorer` runs (denoisers, USRNet)."""
+
+    def build(config: EvalConfig, key: str, spec: ModelSpec, engine: EngineOptions,
+              log: Callable[[str], None] | None) -> Method:
+        return ModelMethod(key, spec, MODEL_TASK[config.protocol], engine, run(config), log)
+
+    return build
+
+
+def toolchain_model(config: EvalConfig, key: str, spec: ModelSpec, engine: EngineOptions,
+                    log: Callable[[str], None] | None) -> Method:
+    """Where the RL-Restore toolchain (issue 6) plugs in: return a `Method` whose `restore(case)`
+    runs the agent and its tools on `case.degraded` (RGB in [0, 1]) and returns the result."""
     raise RestoreError("toolchain models are not available yet (issue 6); run with --baseline for the input rows")
 
 
-def jpeg_runner(config: EvalConfig) -> Callable[[Any, Case], Tensor]:
-    """Where a JPEG artefact-removal model plugs in: return a function running it on a case."""
+def jpeg_model(config: EvalConfig, key: str, spec: ModelSpec, engine: EngineOptions,
+               log: Callable[[str], None] | None) -> Method:
+    """Where a JPEG artefact-removal model plugs in: return a `Method` restoring `case.degraded`
+    (1×1×H×W gray in [0, 1], the decoded JPEG of quality `case.setting.quality`)."""
     raise RestoreError("JPEG artefact-removal models are not available yet; run with --baseline for the input rows")
 
 
-RUNNERS: dict[ProtocolName, Callable[[EvalConfig], Callable[[Any, Case], Tensor]]] = {
-    ProtocolName.denoise: run_denoiser,
-    ProtocolName.sfm_sweep: run_denoiser,
-    ProtocolName.usrnet_table1: run_usrnet,
-    ProtocolName.bicubic_sr: run_usrnet,
-    ProtocolName.deblur: run_usrnet,
-    ProtocolName.toolchain: toolchain_runner,
-    ProtocolName.jpeg: jpeg_runner,
+#: One model factory per protocol: (config, key, spec, engine, log) → Method.
+MODEL_FACTORIES: dict[ProtocolName, ModelFactory] = {
+    ProtocolName.denoise: engine_model(run_denoiser),
+    ProtocolName.sfm_sweep: engine_model(run_denoiser),
+    ProtocolName.usrnet_table1: engine_model(run_usrnet),
+    ProtocolName.bicubic_sr: engine_model(run_usrnet),
+    ProtocolName.deblur: engine_model(run_usrnet),
+    ProtocolName.toolchain: toolchain_model,
+    ProtocolName.jpeg: jpeg_model,
 }
 
 #: Protocols with no model yet: with --baseline and no model named, they run the baselines only.
@@ -163,12 +182,9 @@ def model_methods(config: EvalConfig, specs: list[ModelSpec], engine: EngineOpti
     model when none is given. Empty for protocols without a model when only baselines are asked."""
     if config.protocol in NO_MODEL_YET and not specs and config.baseline:
         return []
-    runner = RUNNERS[config.protocol](config)
-    specs = specs or [ModelSpec()]
-    methods: list[Method] = []
-    for i, spec in enumerate(specs):
-        key = "model" if i == 0 else f"model{i + 1}"
-        methods.append(ModelMethod(key, spec, MODEL_TASK[config.protocol], engine, runner, log))
+    factory = MODEL_FACTORIES[config.protocol]
+    methods = [factory(config, "model" if i == 0 else f"model{i + 1}", spec, engine, log)
+               for i, spec in enumerate(specs or [ModelSpec()])]
     labels = [m.label for m in methods]
     if len(set(labels)) != len(labels):
         for i, method in enumerate(methods):

@@ -72,27 +72,35 @@ SSIM_DEFINITION = "Wang et al. 2004: 11×11 Gaussian σ 1.5, K1 0.01, K2 0.03, v
 
 
 def load_kernel_set(path: Path) -> KernelSet:
-    """Every kernel of a kernel file, in file order (MATLAB cells in column-major order), each
-    normalised to sum 1 by the loader. Non-.mat files hold one kernel."""
+    """Every kernel of a kernel file, in file order (MATLAB cells in column-major order).
+
+    .mat kernels are kept exactly as stored (float32 taps as float64, *not* renormalised): the
+    references blur with `kernels[0, i].astype(np.float64)`, and since the uint8 blur truncates,
+    renormalising by a sum that is 1 ± 1e-8 changes up to ~9 % of the blurred pixels by one
+    level (kernels_12 k1 on CBSD68). Other files (.npy, .png) hold one kernel, normalised by the
+    loader."""
     from restore_cli.engine.weights import sha256_file
     from restore_cli.io.kernel_files import load_kernel
 
     path = Path(path)
     if not path.is_file():
         raise RestoreError("kernel file not found", path)
-    kernels: list[np.ndarray] = []
     if path.suffix.lower() != ".mat":
-        kernels.append(load_kernel(str(path))[0])
-    else:
-        index = 1
-        while True:
-            try:
-                kernels.append(load_kernel(f"{path}:{index}")[0])
-            except RestoreError as exc:
-                if kernels and "out of range" in exc.message:
-                    break
-                raise
-            index += 1
+        return KernelSet(path=path, sha256=sha256_file(path), kernels=(load_kernel(str(path))[0],))
+    # The io layer's MATLAB reader without its normalisation (v5 via scipy, v7.3 via h5py).
+    from restore_cli.io.kernel_files import _mat_kernels_v5
+
+    kernels = []
+    for index, raw in enumerate(_mat_kernels_v5(path), start=1):
+        kernel = np.asarray(raw)
+        if kernel.dtype == object or kernel.ndim != 2 or kernel.size == 0 or not np.issubdtype(kernel.dtype, np.number):
+            raise RestoreError(f"kernel {index} is not a 2-D numeric array (shape {kernel.shape})", path)
+        kernel = kernel.astype(np.float64)
+        if not np.all(np.isfinite(kernel)) or not kernel.sum() > 0:
+            raise RestoreError(f"kernel {index} has non-finite values or a sum ≤ 0", path)
+        kernels.append(kernel)
+    if not kernels:
+        raise RestoreError("holds no kernels", path)
     return KernelSet(path=path, sha256=sha256_file(path), kernels=tuple(kernels))
 
 
@@ -182,10 +190,10 @@ def describe_protocol(config: EvalConfig) -> dict[str, Any]:
     d: dict[str, Any] = {
         "name": p.value,
         "channel": channel,
-        "channel_definition": ("Y of MATLAB rgb2ycbcr (BT.601 studio range, 16 + 65.481R + 128.553G + 24.966B), unrounded; "
-                               "gray images: their one channel") if config.channel == "y"
-                              else "the gray channel (of gray images, or round(Y) of colour ones)" if channel == "gray"
-                              else "all channels (RGB, or the one channel of gray images)",
+        "channel_definition": ("the gray channel (of gray images, or round(Y) of colour ones)" if channel == "gray"
+                               else "Y of MATLAB rgb2ycbcr (BT.601 studio range, 16 + 65.481R + 128.553G + 24.966B), "
+                                    "unrounded; gray images: their one channel" if channel == "y"
+                               else "all channels (RGB, or the one channel of gray images)"),
         "crop_border": crop,
         "quantisation": QUANTISATION,
         "ssim": SSIM_DEFINITION if config.ssim else "not computed (--ssim to add it)",
@@ -199,15 +207,18 @@ def describe_protocol(config: EvalConfig) -> dict[str, Any]:
     if p in (ProtocolName.denoise, ProtocolName.sfm_sweep):
         d["model_sigma"] = ("true σ/255" if config.model_sigma == "true"
                             else "per-image estimate (ops.noise_estimation, Chen et al. 2015)")
+        d["model_boundary"] = "the engine's: reflect padding (32 px context, size multiple 8)"
     if config.kernels is not None:
         d["kernel_file"] = {"path": str(config.kernels.path), "sha256": config.kernels.sha256,
-                            "count": len(config.kernels), "normalised": "each kernel scaled to sum 1 by the loader"}
+                            "count": len(config.kernels),
+                            "values": ("as stored (float32 taps as float64, not renormalised), as the references use them"
+                                       if config.kernels.path.suffix.lower() == ".mat" else "normalised to sum 1")}
     if p in (ProtocolName.usrnet_table1, ProtocolName.deblur):
         d["modcrop"] = "lcm(s, 8)" if p is ProtocolName.usrnet_table1 else 8
         d["blur"] = ("scipy.ndimage.convolve(uint8 HR, k[..., None], mode='wrap'): true convolution per channel, "
                      "float64 sums truncated to uint8 (as the reference)")
         d["downsampler"] = "direct: upper-left pixel of each s×s block, x[::s, ::s]" if p is ProtocolName.usrnet_table1 else "none (s = 1)"
-        d["model_input"] = "the float32 LR with noise; σ/255; the kernel as stored (normalised)"
+        d["model_input"] = "the float32 LR with noise; σ/255; the kernel as stored"
         d["model_boundary"] = config.pad_mode + (" (the input is periodic: whole-image runs need no context, "
                                                  "= the reference's whole-image run)" if config.pad_mode == "circular" else "")
     if p is ProtocolName.bicubic_sr:
@@ -411,8 +422,10 @@ def software_versions() -> dict[str, str]:
 
 
 def evaluate(config: EvalConfig, methods: list[Method], *, save: SaveOptions | None = None,
-             on_case: ProgressCallback | None = None, command: str | None = None) -> Report:
-    """Run every method on every (image, setting) and score it; returns the report."""
+             on_case: ProgressCallback | None = None, command: str | None = None,
+             run_details: dict[str, Any] | None = None) -> Report:
+    """Run every method on every (image, setting) and score it; returns the report.
+    `run_details` (e.g. the tiling) is recorded in the report's "run" block."""
     if not methods:
         raise RestoreError("nothing to evaluate: no model and no baselines (add --baseline)")
     files, total_files = list_images(config.data, config.limit)
@@ -463,6 +476,7 @@ def evaluate(config: EvalConfig, methods: list[Method], *, save: SaveOptions | N
         "device": ", ".join(d for d, _ in placements) or "cpu (baselines only)",
         "precision": ", ".join(sorted({p for _, p in placements})) or "fp64 (baselines)",
         "command": command or " ".join(sys.argv),
+        **(run_details or {}),
     }
     data = {"dir": str(config.data), "name": Path(config.data).resolve().name, "count": len(files),
             "total_in_dir": total_files, "limit": config.limit, "images": [p.name for p in files]}
@@ -481,11 +495,5 @@ def settings_summary(config: EvalConfig) -> str:
     shown = ", ".join(names[:6]) + (f", … ({len(names)} settings)" if len(names) > 6 else "")
     extra = f", kernels {config.kernels.path.name} ({len(config.kernels)})" if config.kernels is not None else ""
     return (f"{config.protocol.value}: {shown}; channel {config.channel}, seed {config.seed}{extra}, "
-            f"boundary {config.pad_mode}" + (f", noise clipped" if config.clip_noise else ""))
+            f"boundary {config.pad_mode}" + (", noise clipped" if config.clip_noise else ""))
 
-
-__all__ = [
-    "SaveOptions", "build_config", "describe_protocol", "evaluate", "find_lr_image", "list_images", "load_kernel_set",
-    "make_cases", "metric_view", "output_name", "protocol_layout", "read_levels", "score", "settings_summary",
-    "software_versions"
-]

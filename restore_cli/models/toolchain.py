@@ -196,6 +196,12 @@ class ToolchainAgent(nn.Module):
         self.fc = nn.Linear(24 * side * side, 32)
         self.lstm = BasicLSTMCell(32 + tools, hidden)
         self.q = nn.Linear(hidden, tools + 1)
+        # He initialisation with zero biases keeps the features input-dependent through the
+        # five ReLU layers (PyTorch's default shrinks the signal about 15×, which leaves the
+        # Q-values almost constant over inputs at the start of learning).
+        for layer in (self.conv1, self.conv2, self.conv3, self.conv4, self.fc):
+            nn.init.kaiming_normal_(layer.weight, nonlinearity="relu")
+            nn.init.zeros_(layer.bias)
 
     @property
     def actions(self) -> int:

@@ -218,7 +218,7 @@ class ToolsConfig:
         return tuple(sorted(int(round(m * self.steps)) if m < 1 else int(m) for m in self.milestones))
 
     def to_json(self) -> dict[str, Any]:
-        return _config_to_json(self)
+        return {**_config_to_json(self), "task": "tools"}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ToolsConfig:
@@ -321,7 +321,7 @@ class AgentConfig:
         )
 
     def to_json(self) -> dict[str, Any]:
-        return _config_to_json(self)
+        return {**_config_to_json(self), "task": "agent"}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> AgentConfig:

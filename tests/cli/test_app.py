@@ -1,4 +1,4 @@
-"""The `restore` app as a user meets it: version, command list, help panels and examples, stubs."""
+"""The `restore` app as a user meets it: version, command list, help panels and examples."""
 
 from __future__ import annotations
 
@@ -18,6 +18,8 @@ PANELS = {
     "sfm-mask": ("Input/Output", "Degradation", "Reporting"),
     "sr": ("Input/Output", "Degradation", "Model", "Tiling & device", "Reporting"),
     "denoise": ("Input/Output", "Degradation", "Model", "Tiling & device", "Reporting"),
+    "toolchain": ("Input/Output", "Model", "Tiling & device", "Reporting"),
+    "eval": ("Protocol", "Data", "Model", "Tiling & device", "Reporting"),
 }
 
 # A Rich panel title sits in the top border: "╭─ Input/Output ───…╮".
@@ -59,17 +61,5 @@ def test_image_command_help_has_the_panels_and_ends_with_examples(cli, command: 
     last_panel = max(i for i, line in enumerate(lines) if line.startswith("╰"))
     assert start > last_panel, "the Examples section must come after the option panels"
     examples = [line for line in lines[start + 1 :] if line.startswith("$ ")]
-    assert len(examples) == 2, f"expected two examples, got {examples}"
+    assert len(examples) >= 2, f"expected at least two examples, got {examples}"
     assert all(line.startswith(f"$ restore {command} ") for line in examples), examples
-
-
-@pytest.mark.parametrize("command", ["eval", "toolchain"])
-def test_unbuilt_commands_say_so_in_one_line_and_exit_2(cli, command: str) -> None:
-    for args in ((command,), (command, "some-input.png", "--flag", "1")):
-        code, out, err = cli(*args)
-        assert code == 2
-        assert out == ""
-        lines = err.strip().splitlines()
-        assert len(lines) == 1, lines
-        assert "not available yet" in lines[0]
-        assert command in lines[0]

@@ -94,6 +94,7 @@ def test_denoise_report_contents(cli, tmp_path: Path, data: Path, denoiser: Path
     assert report["methods"][0]["label"] == "den"
     assert set(report["software"]) >= {"restore", "torch", "numpy"}
     assert report["run"]["wall_time_s"] > 0 and report["run"]["device"] == "cpu" and report["run"]["precision"] == "fp32"
+    assert report["run"]["tile"] == 0 and report["run"]["command"].startswith("restore ")  # sys.argv: pytest here
     assert report["data"]["count"] == 3 and report["data"]["images"] == ["101085.png", "bird.png", "zebra.png"]
     assert len(report["records"]) == 3 * 2 * 2
     for avg in report["averages"]:
@@ -101,6 +102,21 @@ def test_denoise_report_contents(cli, tmp_path: Path, data: Path, denoiser: Path
         assert avg["count"] == 3 and avg["psnr"] == pytest.approx(sum(values) / 3)
     inputs = {a["setting"]: a["psnr"] for a in report["averages"] if a["method"] == "input"}
     assert 24 < inputs["n15"] < 26 and inputs["n50"] < inputs["n15"]  # 20·log10(255/15) = 24.6 dB before clamping
+
+
+def test_denoise_gray_images_with_estimated_sigma(cli, tmp_path: Path, denoiser: Path) -> None:
+    folder = tmp_path / "gray"
+    folder.mkdir()
+    rng = np.random.default_rng(3)
+    Image.fromarray(rng.integers(60, 200, (32, 40), dtype=np.uint8), "L").save(folder / "g.png")
+    report = run_json(cli, tmp_path, "denoise", "--data", folder, "--weights", denoiser, "--noise", "25",
+                      "--model-sigma", "estimate")
+    assert "estimate" in report["protocol_details"]["model_sigma"]
+    (record,) = report["records"]
+    assert record["details"]["model_sigma_255"] > 10  # the estimate of σ 25 noise (biased by the texture)
+    code, _, stderr = cli("eval", "denoise", "--data", folder, "--weights", denoiser, "--save-images", tmp_path / "o", "-q")
+    assert code == 0, stderr
+    assert Image.open(tmp_path / "o" / "g_n15.png").mode == "L"
 
 
 def test_table1_end_to_end_save_images_and_the_reference_run(cli, tmp_path: Path, data: Path, usrnet: Path,
@@ -112,6 +128,7 @@ def test_table1_end_to_end_save_images_and_the_reference_run(cli, tmp_path: Path
     assert {r["image"] for r in report["records"]} == {"101085"}
     assert len(report["settings"]) == 5 * 3 and len(report["records"]) == 15 * 3
     assert [s["label"] for s in report["layout"]["summaries"]] == ["avg3"]
+    assert report["metrics"] == ["psnr"] and "ssim" not in report["records"][0]  # the paper's table is PSNR only
     assert report["protocol_details"]["model_boundary"].startswith("circular")
     names = sorted(p.name for p in out.iterdir())
     model_files = [n for n in names if n.count("_") == 3]
@@ -179,7 +196,9 @@ def test_bicubic_sr_reads_given_lr_images(cli, tmp_path: Path, data: Path, usrne
 
 
 def test_deblur_with_wiener_baseline(cli, tmp_path: Path, data: Path, usrnet: Path, kernels: Path) -> None:
-    report = run_json(cli, tmp_path, "deblur", "--data", data, "--weights", usrnet, "--kernels", kernels, "--baseline")
+    report = run_json(cli, tmp_path, "deblur", "--data", data, "--weights", usrnet, "--kernels", kernels, "--baseline",
+                      "--ssim")
+    assert report["metrics"] == ["psnr", "ssim"] and 0 < report["records"][0]["ssim"] <= 1
     assert [s["name"] for s in report["settings"]] == ["k01_n7.65", "k02_n7.65", "k03_n7.65"]
     assert report["protocol_details"]["noise"]["levels_255"] == [7.65]
     assert [m["key"] for m in report["methods"]] == ["model", "wiener"]

@@ -112,6 +112,7 @@ def test_options_that_do_not_apply_are_refused(data: Path, kernel_mat: Path) -> 
 def test_config_defaults_and_the_protocol_record(data: Path, kernel_mat: Path) -> None:
     config = build_config(ProtocolName.usrnet_table1, data, kernels=kernel_mat)
     assert config.channel == "rgb" and config.pad_mode == "circular" and config.seed == 0 and not config.clip_noise
+    assert not config.ssim and build_config(ProtocolName.denoise, data).ssim
     assert len(config.kernels) == 3 and len(config.settings) == 15
     d = describe_protocol(config)
     assert d["crop_border"] == "s² (×2: 4, ×3: 9, ×4: 16)"
@@ -150,6 +151,15 @@ def test_default_kernel_files_are_found_under_shared(data: Path) -> None:
 def test_kernel_sets_from_mat_and_npy(tmp_path: Path, kernel_mat: Path) -> None:
     kernels = load_kernel_set(kernel_mat)
     assert [k.shape for k in kernels.kernels] == [(3, 3), (5, 5), (7, 7)]
+    stored = scipy.io.loadmat(str(kernel_mat))["kernels"]
+    for i, k in enumerate(kernels.kernels):  # kept as stored: float32 taps, not renormalised
+        assert k.dtype == np.float64
+        np.testing.assert_array_equal(k, stored[0, i].astype(np.float64))
+    cells = np.empty((1, 2), dtype=object)
+    cells[0, 0], cells[0, 1] = np.ones((2, 2)), np.full((3, 3), np.nan)
+    scipy.io.savemat(tmp_path / "bad.mat", {"kernels": cells})
+    with pytest.raises(RestoreError, match="kernel 2 has non-finite values"):
+        load_kernel_set(tmp_path / "bad.mat")
     np.save(tmp_path / "one.npy", np.ones((4, 4)))
     single = load_kernel_set(tmp_path / "one.npy")
     assert len(single) == 1 and single.kernels[0].sum() == pytest.approx(1.0)

@@ -87,11 +87,10 @@ def load_kernel_set(path: Path) -> KernelSet:
         raise RestoreError("kernel file not found", path)
     if path.suffix.lower() != ".mat":
         return KernelSet(path=path, sha256=sha256_file(path), kernels=(load_kernel(str(path))[0],))
-    # The io layer's MATLAB reader without its normalisation (v5 via scipy, v7.3 via h5py).
-    from restore_cli.io.kernel_files import _mat_kernels_v5
+    from restore_cli.io.kernel_files import read_mat_kernels
 
     kernels = []
-    for index, raw in enumerate(_mat_kernels_v5(path), start=1):
+    for index, raw in enumerate(read_mat_kernels(path), start=1):
         kernel = np.asarray(raw)
         if kernel.dtype == object or kernel.ndim != 2 or kernel.size == 0 or not np.issubdtype(kernel.dtype, np.number):
             raise RestoreError(f"kernel {index} is not a 2-D numeric array (shape {kernel.shape})", path)

@@ -140,13 +140,19 @@ def _mat_kernels_hdf5(path: Path) -> list[np.ndarray]:
         raise RestoreError(f"not a readable MATLAB v7.3 .mat file ({' '.join(str(error).split())})", path) from None
 
 
-def _load_mat(path: Path, index: int | None, spec_path: str) -> tuple[np.ndarray, str]:
+def read_mat_kernels(path: Path) -> list[np.ndarray]:
+    """Every kernel of a MATLAB .mat file (v5 or v7.3) as stored: not validated or normalised
+    (benchmark protocols use the stored taps exactly)."""
+    path = Path(path)
     with path.open("rb") as handle:
         head = handle.read(520)
     if head[512:520] == _HDF5_SIGNATURE or head.startswith(_HDF5_SIGNATURE):
-        kernels = _mat_kernels_hdf5(path)
-    else:
-        kernels = _mat_kernels_v5(path)
+        return _mat_kernels_hdf5(path)
+    return _mat_kernels_v5(path)
+
+
+def _load_mat(path: Path, index: int | None, spec_path: str) -> tuple[np.ndarray, str]:
+    kernels = read_mat_kernels(path)
     count = len(kernels)
     if count == 0:
         raise RestoreError("holds no kernels", path)

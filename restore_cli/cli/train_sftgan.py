@@ -28,7 +28,6 @@ def register(train_app: typer.Typer) -> None:
 from restore_cli.cli.common import EXIT_INTERRUPTED, examples_epilog  # noqa: E402
 from restore_cli.cli.train import (  # noqa: E402
     PANEL_CKPT,
-    PANEL_DATA,
     PANEL_MODEL,
     PANEL_OPTIM,
     ArchConfigOpt,
@@ -64,7 +63,10 @@ class SftganProgress(TrainingProgress):
     """The shared progress display, with the validation records of these runs."""
 
     def on_record(self, record: dict[str, Any]) -> None:
-        if record.get("kind") != "val":
+        if record.get("kind") == "categories":
+            for index, text in enumerate(record["descriptions"]):
+                self._print(f"category {index}: {text}")
+        elif record.get("kind") != "val":
             super().on_record(record)
         elif "accuracy" in record:
             self._print(f"step {record['step']}: validation category accuracy {record['accuracy']:.3f}, "

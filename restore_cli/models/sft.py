@@ -31,6 +31,8 @@ LEAKY_SLOPE = 0.1
 # The reference recipe initialises SFT and condition layers with Kaiming ×0.1 and zero biases
 # (ANCHORS 5.4); the residual-block convs get the same scaling so that 16 blocks start near identity.
 SMALL_INIT = 0.1
+# The prior network's residual convolutions start at half the Kaiming scale (6 blocks, no norm).
+PRIOR_RESIDUAL_INIT = 0.5
 
 
 def sft_modulate(features: Tensor, gamma: Tensor, beta: Tensor) -> Tensor:
@@ -181,7 +183,7 @@ class CategoryPriorNet(nn.Module):
         self.register_buffer("feature_scale", torch.ones(features))
         _init_conv(self.head, 1.0, LEAKY_SLOPE)
         for conv in self.body:
-            _init_conv(conv, SMALL_INIT * 5, LEAKY_SLOPE)
+            _init_conv(conv, PRIOR_RESIDUAL_INIT, LEAKY_SLOPE)
         _init_conv(self.tail, SMALL_INIT)
 
     @property

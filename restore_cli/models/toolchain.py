@@ -65,6 +65,9 @@ STOP_NAME: Final[str] = "stop"
 ACTION_NAMES: Final[tuple[str, ...]] = (*TOOL_NAMES, STOP_NAME)
 MAX_STEPS: Final[int] = 3  # the reference's stop_step
 AGENT_PATCH: Final[int] = 63
+# The agent sees x − 0.5: zero-centred inputs keep its ReLU features balanced between dark and
+# bright patches (measured on a toy task: 4 of 4 seeds learnt, against 1 of 4 on raw [0, 1] input).
+INPUT_CENTRE: Final[float] = 0.5
 
 
 class ThreeLayerTool(nn.Module):
@@ -226,7 +229,7 @@ class ToolchainAgent(nn.Module):
         """N×C×P×P patches → N×32 features."""
         if x.shape[-2:] != (self.patch, self.patch):
             raise ValueError(f"the agent takes {self.patch}×{self.patch} patches, got {tuple(x.shape[-2:])}")
-        h = F.relu(self.conv1(x))
+        h = F.relu(self.conv1(x - INPUT_CENTRE))
         h = F.relu(self.conv2(h))
         h = F.relu(self.conv3(h))
         h = F.relu(self.conv4(h))

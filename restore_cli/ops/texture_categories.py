@@ -36,6 +36,7 @@ import numpy as np
 
 __all__ = [
     "BAND_EDGES",
+    "ENERGY_FLOOR",
     "FEATURE_NAMES",
     "STRIDE",
     "WINDOW",
@@ -44,6 +45,7 @@ __all__ = [
     "category_grid",
     "describe_category",
     "extract_windows",
+    "feature_weights",
     "fit_texture_clusters",
     "image_log_spectral_distance",
     "kmeans",
@@ -51,6 +53,7 @@ __all__ = [
     "patch_category",
     "radial_power_spectrum",
     "window_features",
+    "window_origins",
 ]
 
 WINDOW = 32
@@ -289,7 +292,7 @@ def patch_category(grid: np.ndarray, categories: int, min_purity: float = 0.5, i
 
 
 _HUES: tuple[tuple[float, str], ...] = (
-    (0.0, "red"), (60.0, "yellow"), (120.0, "green"), (180.0, "cyan"), (240.0, "blue"), (300.0, "magenta"),
+    (0.0, "red"), (30.0, "orange"), (60.0, "yellow"), (120.0, "green"), (180.0, "cyan"), (240.0, "blue"), (300.0, "magenta"),
 )
 
 
@@ -300,7 +303,7 @@ def describe_category(raw_centre: np.ndarray) -> str:
     y = (f[0] - 16.0 / 255.0) / (219.0 / 255.0)
     tone = "dark" if y < 0.3 else "bright" if y > 0.7 else "mid"
     cb, cr = f[1] - 128.0 / 255.0, f[2] - 128.0 / 255.0
-    if math.hypot(cb, cr) < 0.03:
+    if math.hypot(cb, cr) < 0.04:
         colour = "neutral"
     else:
         # The chroma vector taken back to RGB (BT.601 inverse, luma removed); its hue names it.

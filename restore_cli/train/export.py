@@ -22,7 +22,7 @@ from restore_cli.io.atomic import atomic_write_bytes
 from restore_cli.train.checkpoint import read_checkpoint_state, read_model_tensors, resolve_checkpoint
 from restore_cli.train.trainer import MANIFEST_TASK, TrainConfig
 
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+MODEL_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
 @dataclass(frozen=True)
@@ -88,10 +88,14 @@ def export_checkpoint(
     `checkpoint` is a checkpoint folder or a run folder (its `latest`). Refuses to replace an
     existing model of that name unless `overwrite`.
     """
-    if not _NAME_RE.match(name):
+    if not MODEL_NAME_RE.match(name):
         raise RestoreError(f"model name {name!r} must be letters, digits, '.', '_' or '-' (not starting with a symbol)")
     path = resolve_checkpoint(checkpoint)
     state = read_checkpoint_state(path)
+    if state.get("family") == "sftgan":  # SFT-GAN runs carry generator + prior: their own exporter
+        from restore_cli.train.sftgan_trainer import export_sftgan_checkpoint
+
+        return export_sftgan_checkpoint(checkpoint, name, directory, metrics, overwrite)
     config = TrainConfig.from_json(state["config"])
     arch, model_config = state["arch"], state["model_config"]
     tensors = {k: v.to(torch.float32).contiguous() for k, v in read_model_tensors(path).items()}

@@ -84,6 +84,7 @@ from restore_cli.train.trainer import (
     StopRequest,
     TrainingObserver,
     TrainResult,
+    SilentObserver,
     learning_rate_at,
     rank_generators,
 )
@@ -373,26 +374,12 @@ def _is_sft_parameter(name: str) -> bool:
 # --- the runs -------------------------------------------------------------------------------------
 
 
-class _SilentObserver:
-    def on_start(self, info: RunInfo) -> None:
-        pass
-
-    def on_step(self, step: int, loss: float) -> None:
-        pass
-
-    def on_record(self, record: dict[str, Any]) -> None:
-        pass
-
-    def on_finish(self, result: TrainResult) -> None:
-        pass
-
-
 class _Run:
     """Shared set-up, checkpointing, logging and loop; subclasses build the networks and the step."""
 
     def __init__(self, config: SftganTrainConfig, observer: TrainingObserver, context: DistributedContext, device: torch.device) -> None:
         self.config = config
-        self.observer = observer if context.is_main else _SilentObserver()
+        self.observer = observer if context.is_main else SilentObserver()
         self.context = context
         self.device = device
         self.placement = select_precision(config.precision, device)
@@ -657,6 +644,7 @@ class _PriorRun(_Run):
 
     def _finish_setup(self) -> None:
         self.clusters = clusters_of(self.net)
+        self._write_log({"kind": "categories", "step": self.step, "descriptions": category_descriptions(self.net)})
         self.val_labels = [torch.from_numpy(window_grids(image, self.clusters)[0]) for image in self.val_images]
         if self.context.enabled:
             from torch.nn.parallel import DistributedDataParallel
@@ -780,6 +768,13 @@ class _GanRun(_Run):
         disc, disc_forward = self.disc, self.disc_forward
         assert disc is not None and disc_forward is not None
         labelled = bool((batch.category != IGNORE).any())
+        if self.context.enabled:
+            # BatchNorm statistics move with each process's batches; start every step from rank 0's
+            # (which the checkpoint saves), so that a resumed run repeats an uninterrupted one.
+            import torch.distributed as dist
+
+            for buffer in disc.buffers():
+                dist.broadcast(buffer, 0)
         prior = self._condition(batch.lr)
         ones = torch.ones(batch.hr.shape[0], device=self.device)
         zeros = torch.zeros_like(ones)
@@ -856,7 +851,7 @@ def run_sftgan_training(config: SftganTrainConfig, observer: TrainingObserver | 
         if context.enabled and device.type == "cuda":
             device = torch.device("cuda", context.local_rank)
         run_class = _PriorRun if config.task == "sftgan-prior" else _GanRun
-        return run_class(config, observer or _SilentObserver(), context, device).train()
+        return run_class(config, observer or SilentObserver(), context, device).train()
     finally:
         stop_distributed(context)
 
@@ -891,7 +886,7 @@ def training_record(config: SftganTrainConfig, state: dict[str, Any], checkpoint
         "command": config.command_line,
     }
     if config.task == "sftgan-prior":
-        record.update(categories=config.categories, cluster_samples=config.cluster_samples)
+        record.update(cluster_samples=config.cluster_samples)
     elif config.stage == 2:
         record.update(d_lr=config.d_lr, sft_lr_factor=config.sft_lr_factor, trunk_warmup_steps=config.warmup_steps(),
                       losses={"pixel_l1": config.pixel_weight, "discriminator_feature_matching": config.feature_weight,
@@ -911,9 +906,9 @@ def export_sftgan_checkpoint(checkpoint: Path, name: str, directory: Path | None
     from restore_cli.engine.weights import ModelEntry, add_manifest_entry, load_manifest, sha256_file, weights_dir
     from restore_cli.io.atomic import atomic_write_bytes
     from restore_cli.models.architectures import build_model
-    from restore_cli.train.export import _NAME_RE, ExportResult
+    from restore_cli.train.export import MODEL_NAME_RE, ExportResult
 
-    if not _NAME_RE.match(name):
+    if not MODEL_NAME_RE.match(name):
         raise RestoreError(f"model name {name!r} must be letters, digits, '.', '_' or '-' (not starting with a symbol)")
     path = ckpt.resolve_checkpoint(checkpoint)
     state = ckpt.read_checkpoint_state(path)
@@ -923,8 +918,11 @@ def export_sftgan_checkpoint(checkpoint: Path, name: str, directory: Path | None
     arch, model_config = state["arch"], state["model_config"]
     tensors = {k: v.to(torch.float32).contiguous() for k, v in ckpt.read_model_tensors(path).items()
                if not k.startswith("discriminator.")}
+    if arch not in ("sftgan", "sftgan-prior"):
+        raise RestoreError(f"cannot export architecture {arch!r} here", path)
+    model = build_model(arch, model_config)
     try:
-        build_model(arch, model_config).load_state_dict(tensors, strict=True)
+        model.load_state_dict(tensors, strict=True)
     except (RuntimeError, ValueError) as exc:
         raise RestoreError(f"checkpoint tensors do not fit {arch} {model_config} ({str(exc).splitlines()[0]})", path) from None
     directory = weights_dir() if directory is None else Path(directory)
@@ -934,9 +932,11 @@ def export_sftgan_checkpoint(checkpoint: Path, name: str, directory: Path | None
         raise RestoreError(f"a model named {name!r} already exists; choose another --name or pass --overwrite", target)
     metadata = {"arch": arch, "config": json.dumps(model_config), "task": TEXTURE_TASK, "name": name}
     atomic_write_bytes(target, safetensors_bytes(tensors, metadata=metadata))
+    prior = model.prior if arch == "sftgan" else model
+    training = {**training_record(config, state, path), "categories": category_descriptions(prior)}  # type: ignore[arg-type]
     entry = ModelEntry(name=name, file=target.name, sha256=sha256_file(target), arch=arch, config=model_config,
-                       task=TEXTURE_TASK, scales=[SCALE], channels=3, tiling="safe",
-                       training=training_record(config, state, path), metrics=dict(metrics or {}))
+                       task=TEXTURE_TASK, scales=[SCALE], channels=3, tiling="safe", training=training,
+                       metrics=dict(metrics or {}))
     manifest = add_manifest_entry(entry, directory)
     return ExportResult(weights=target, manifest=manifest, entry=entry)
 

@@ -47,8 +47,8 @@ import math
 import os
 import re
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, fields
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Literal, Protocol, get_args
 
@@ -65,11 +65,9 @@ from restore_cli.models.toolchain import MAX_STEPS, TOOL_NAMES, TOOL_SPECS, Tool
 from restore_cli.ops.patches import patch_psnr
 from restore_cli.ops.rl_restore import SEVERITY_WINDOWS
 from restore_cli.train import checkpoint as ckpt
-from restore_cli.train.data import BatchPrefetcher, ImageSet, load_image_set, sample_patches
+from restore_cli.train.data import BatchPrefetcher, ImageSet, load_image_set
 from restore_cli.train.toolchain_data import (
     PatchPairs,
-    apply_single_distortion,
-    draw_tool_parameters,
     episode_pairs,
     load_training_patches_source,
     mixed_pairs,
@@ -77,7 +75,15 @@ from restore_cli.train.toolchain_data import (
     toolbox_pairs,
     validation_rng,
 )
-from restore_cli.train.trainer import LOG_FILE, RunInfo, StopRequest, TrainResult, learning_rate_at, rank_generators
+from restore_cli.train.trainer import (
+    LOG_FILE,
+    RunInfo,
+    SilentObserver,
+    StopRequest,
+    TrainResult,
+    learning_rate_at,
+    rank_generators,
+)
 
 FAMILY = "toolchain"
 ToolsMode = Literal["single", "joint", "generic"]
@@ -332,7 +338,8 @@ def config_mismatches(stored: Any, current: Any) -> list[str]:
     """Settings in which a resuming config differs from the checkpoint's (those that change the run)."""
     differences = [f"{f.name} {getattr(stored, f.name)!r} → {getattr(current, f.name)!r}"
                    for f in fields(stored) if f.name not in RESUME_FREE_FIELDS and getattr(stored, f.name) != getattr(current, f.name)]
-    if hasattr(stored, "resolved_milestones") and stored.resolved_milestones() != current.resolved_milestones():
+    uses_milestones = not (isinstance(stored, AgentConfig) and stored.method == "dqn")
+    if uses_milestones and stored.resolved_milestones() != current.resolved_milestones():
         differences.append(f"milestones {list(stored.resolved_milestones())} → {list(current.resolved_milestones())} "
                            "(give --milestones as step numbers to extend --steps)")
     return differences
@@ -648,15 +655,19 @@ def search_returns(env: ToolEnvironment, pairs: PatchPairs, max_steps: int, beam
     Level 0 is the input; each level d < max_steps expands its nodes with every tool; the `beam`
     children with the highest PSNR become the nodes of level d + 1 (for d + 1 < max_steps).
     Q(node, tool) = r + γ·V(child), r the PSNR gain, V(child) = max(0, max Q(child)) for expanded
-    children and 0 (stop) otherwise or at the step limit; Q(node, stop) = 0. Returns, per level d:
+    children and 0 otherwise: at the step limit, for children below the start's PSNR (the episode
+    ends there, as in DQN training) and for children outside the beam (a lower bound: stop is
+    always possible). Q(node, stop) = 0. Returns, per level d:
     `states.d` (N×m_d×C×P×P uint8), `targets.d` (N×m_d×A), and for d ≥ 1 `actions.d`, `parents.d`
     (N×m_d: the tool leading to the node and its parent's index in level d − 1)."""
     x, gt = pairs.inputs.float(), pairs.targets.float()
     n, tools = x.shape[0], env.n_tools
     levels_states = [x[:, None]]
     levels_psnr = [patch_psnr(x, gt)[:, None]]
+    start = levels_psnr[0]  # N×1
     actions_of: list[Tensor] = [torch.zeros(n, 1, dtype=torch.long)]
     parents_of: list[Tensor] = [torch.zeros(n, 1, dtype=torch.long)]
+    going_on: list[Tensor] = [torch.ones(n, 1, dtype=torch.bool)]  # the episode continues from the node
     rewards_of: list[Tensor] = []
     for depth in range(max_steps):
         nodes = levels_states[depth]  # N×m×C×P×P
@@ -669,14 +680,16 @@ def search_returns(env: ToolEnvironment, pairs: PatchPairs, max_steps: int, beam
         if depth + 1 >= max_steps:
             break
         k = min(beam, m * tools)
-        best = child_psnr.reshape(n, m * tools).topk(k, dim=1)
+        alive = child_psnr >= start[..., None]
+        best = child_psnr.masked_fill(~alive, -math.inf).reshape(n, m * tools).topk(k, dim=1)
         parent, action = best.indices // tools, best.indices % tools
         chosen = torch.empty((n, k, *nodes.shape[2:]))
         for a in torch.unique(action).tolist():
             rows, cols = torch.nonzero(action == a, as_tuple=True)
             chosen[rows, cols] = env.apply(nodes[rows, parent[rows, cols]], int(a)).clamp(0.0, 1.0)
         levels_states.append(chosen)
-        levels_psnr.append(best.values)
+        levels_psnr.append(child_psnr.reshape(n, m * tools).gather(1, best.indices))
+        going_on.append(torch.isfinite(best.values))
         actions_of.append(action)
         parents_of.append(parent)
     depth_count = len(levels_states)
@@ -685,7 +698,7 @@ def search_returns(env: ToolEnvironment, pairs: PatchPairs, max_steps: int, beam
         r = rewards_of[depth]  # N×m×tools
         follow = torch.zeros_like(r)
         if depth + 1 < depth_count:
-            value = targets[depth + 1].max(dim=2).values.clamp_min(0.0)  # N×k (stop = 0 included)
+            value = targets[depth + 1].max(dim=2).values.clamp_min(0.0) * going_on[depth + 1]  # N×k (stop = 0 included)
             rows = torch.arange(n)[:, None].expand_as(parents_of[depth + 1])
             follow[rows, parents_of[depth + 1], actions_of[depth + 1]] = value
         q_tools = r + gamma * follow
@@ -763,20 +776,6 @@ def search_regression_step(agent: ToolchainAgent, optimizer: torch.optim.Optimiz
 # --- the runs --------------------------------------------------------------------------------------
 
 
-class _Silent:
-    def on_start(self, info: RunInfo) -> None:
-        pass
-
-    def on_step(self, step: int, loss: float) -> None:
-        pass
-
-    def on_record(self, record: dict[str, Any]) -> None:
-        pass
-
-    def on_finish(self, result: TrainResult) -> None:
-        pass
-
-
 def _crossed(before: int, after: int, every: int) -> bool:
     return before // every < after // every
 
@@ -796,7 +795,7 @@ class _Run:
 
     def __init__(self, config: Any, observer: Any) -> None:
         self.config = config
-        self.observer = observer or _Silent()
+        self.observer = observer or SilentObserver()
         self.device = select_device(config.device)
         self.placement = training_placement(config.precision, self.device)
         self.log_path = config.output / LOG_FILE
@@ -1354,8 +1353,6 @@ def run_agent_training(config: AgentConfig, observer: Any = None) -> TrainResult
 
 # --- export ----------------------------------------------------------------------------------------
 
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-
 
 def is_toolchain_checkpoint(checkpoint: Path) -> bool:
     """Whether a checkpoint (or run folder) was written by `restore train tools|agent`."""
@@ -1373,9 +1370,9 @@ def export_toolchain_checkpoint(checkpoint: Path, name: str, directory: Path | N
     from restore_cli.engine.weights import ModelEntry, add_manifest_entry, load_manifest, sha256_file, weights_dir
     from restore_cli.io.atomic import atomic_write_bytes
     from restore_cli.models.architectures import build_model
-    from restore_cli.train.export import ExportResult
+    from restore_cli.train.export import MODEL_NAME_RE, ExportResult
 
-    if not _NAME_RE.match(name):
+    if not MODEL_NAME_RE.match(name):
         raise RestoreError(f"model name {name!r} must be letters, digits, '.', '_' or '-' (not starting with a symbol)")
     path = ckpt.resolve_checkpoint(checkpoint)
     state = ckpt.read_checkpoint_state(path)

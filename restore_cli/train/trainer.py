@@ -289,7 +289,7 @@ class TrainingObserver(Protocol):
     def on_finish(self, result: TrainResult) -> None: ...
 
 
-class _SilentObserver:
+class SilentObserver:
     def on_start(self, info: RunInfo) -> None:
         pass
 
@@ -416,7 +416,7 @@ def run_training(config: TrainConfig, observer: TrainingObserver | None = None) 
     try:
         if context.enabled and device.type == "cuda":
             device = torch.device("cuda", context.local_rank)
-        return _Run(config, observer or _SilentObserver(), context, device).train()
+        return _Run(config, observer or SilentObserver(), context, device).train()
     finally:
         stop_distributed(context)
 
@@ -426,7 +426,7 @@ class _Run:
 
     def __init__(self, config: TrainConfig, observer: TrainingObserver, context: DistributedContext, device: torch.device) -> None:
         self.config = config
-        self.observer = observer if context.is_main else _SilentObserver()
+        self.observer = observer if context.is_main else SilentObserver()
         self.context = context
         self.device = device
         # auto: bf16 (fp16 where unsupported) on CUDA, fp32 on the CPU; reduced precision is

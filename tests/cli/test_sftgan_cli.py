@@ -148,3 +148,21 @@ def test_train_commands(cli, tmp_path: Path) -> None:
     assert stdout.strip() == str(tmp_path / "s1" / "ckpt-0000001")
     code, _, stderr = cli("train", "sftgan", "--stage", "2", "--data", data, "-o", tmp_path / "s2")
     assert code == 2 and "give --prior-model" in stderr
+
+
+def test_model_by_name_from_the_weights_store(cli, tmp_path: Path, weights: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    from restore_cli.engine.weights import ModelEntry, add_manifest_entry, sha256_file
+
+    store = tmp_path / "store"
+    store.mkdir()
+    (store / "sftgan.safetensors").write_bytes(weights["combined"].read_bytes())
+    add_manifest_entry(ModelEntry(name="sftgan", file="sftgan.safetensors", sha256=sha256_file(store / "sftgan.safetensors"),
+                                  arch="sftgan", config=SMALL, task="sr-texture", scales=[4]), store)
+    monkeypatch.setenv("RESTORE_WEIGHTS_DIR", str(store))
+    picture(tmp_path / "p.png", h=8, w=10)
+    code, stdout, stderr = cli("sr", tmp_path / "p.png", "--model", "sftgan", "-o", tmp_path / "o.png", "--json", "--device", "cpu", "-q")
+    assert code == 0, stderr
+    assert json.loads(stdout.splitlines()[0])["model"] == "sftgan" and read(tmp_path / "o.png").shape == (32, 40, 3)
+    (store / "sftgan.safetensors").write_bytes(weights["generator"].read_bytes())  # tampered: refused by its sha256
+    code, _, stderr = cli("sr", tmp_path / "p.png", "--model", "sftgan", "-o", tmp_path / "o2.png")
+    assert code == 2 and "sha256 mismatch" in stderr

@@ -5,6 +5,11 @@ and the export loads through the registry."""
 from __future__ import annotations
 
 import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -93,6 +98,8 @@ def test_prior_network_learns_the_derived_categories(runs: dict[str, Any]) -> No
     clusters = clusters_of(prior)
     assert clusters.centres.shape == (2, 11) and np.all(np.isfinite(clusters.centres))
     assert not np.allclose(clusters.centres[0], clusters.centres[1])  # the categories are stored with the network
+    described = [r for r in log(runs["prior"]) if r["kind"] == "categories"][0]["descriptions"]
+    assert len(described) == 2 and described[0].endswith("flat") and "green" in described[1]
 
 
 def test_stage_one_and_two_train_the_generator(runs: dict[str, Any]) -> None:
@@ -145,6 +152,7 @@ def test_export_loads_through_the_registry(runs: dict[str, Any]) -> None:
     entry = load_manifest(store)["sftgan-test"]
     assert entry.arch == "sftgan" and entry.task == "sr-texture" and entry.scales == [4]
     assert entry.training["stage"] == 2 and entry.training["losses"]["discriminator_feature_matching"] == 1.0
+    assert len(entry.training["categories"]) == 2
     with safe_open(str(result.weights), framework="pt") as handle:
         keys = list(handle.keys())
         assert handle.metadata()["arch"] == "sftgan"
@@ -160,6 +168,11 @@ def test_export_loads_through_the_registry(runs: dict[str, Any]) -> None:
     assert prior.entry.arch == "sftgan-prior" and load_entry(find_entry("sftgan-prior-test", store), store).arch == "sftgan-prior"
     with pytest.raises(RestoreError, match="already exists"):
         export_sftgan_checkpoint(runs["s2"], "sftgan-test", store)
+    # The generic `restore train export` entry point dispatches SFT-GAN runs here too.
+    from restore_cli.train.export import export_checkpoint
+
+    generic = export_checkpoint(runs["s2"], "sftgan-generic", store)
+    assert generic.entry.arch == "sftgan" and generic.entry.sha256 != ""
     # An exported model initialises a further stage-2 run.
     run_sftgan_training(config("sftgan", runs["data"], runs["root"] / "from-file", stage=2, init=result.weights, d_nf=4, steps=1))
 
@@ -208,3 +221,53 @@ def test_defaults_follow_the_recipe(tmp_path: Path) -> None:
     assert SftganTrainConfig(task="sftgan", data=(tmp_path,), output=tmp_path, prior_model=tmp_path).lr == 2e-4
     small = SftganTrainConfig(task="sftgan", data=(tmp_path,), output=tmp_path, prior_model=tmp_path, arch_config={"preset": "sftgan-small"})
     assert small.generator_config(8)["nf"] == 32 and small.generator_config(8)["nb"] == 8
+
+
+WORKER = textwrap.dedent(
+    """
+    import json, sys
+    from pathlib import Path
+    import torch
+    from safetensors.torch import save_file
+    from restore_cli.train.sftgan_trainer import SftganTrainConfig, run_sftgan_training
+
+    torch.set_num_threads(1)
+    config = SftganTrainConfig.from_json(json.loads(Path(sys.argv[1]).read_text()))
+    result = run_sftgan_training(config)
+    save_file({k: v.contiguous() for k, v in result.model_state.items()}, str(Path(sys.argv[2]) / f"rank{result.rank}.safetensors"))
+    """
+)
+
+
+@pytest.mark.slow  # two processes start torch (about 10 s on 2 cores); run with -m slow
+def test_stage_two_with_two_processes_keeps_identical_weights(runs: dict[str, Any], tmp_path: Path) -> None:
+    """DDP on the CPU (gloo), started as torchrun would: generator and discriminator parameters stay
+    identical across processes (BatchNorm running statistics are per process between steps)."""
+    from safetensors.torch import load_file
+
+    if not torch.distributed.is_available() or not torch.distributed.is_gloo_available():
+        pytest.skip("torch.distributed with gloo is not available")
+    cfg = config("sftgan", runs["data"], tmp_path / "run", stage=2, init=runs["s1"], d_nf=4, steps=2, batch=2, trunk_warmup=1)
+    (tmp_path / "config.json").write_text(json.dumps(cfg.to_json()))
+    (tmp_path / "worker.py").write_text(WORKER)
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+    repo = Path(__file__).resolve().parents[2]
+    procs = []
+    for rank in range(2):
+        env = dict(os.environ, RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2", LOCAL_WORLD_SIZE="2",
+                   MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), OMP_NUM_THREADS="1",
+                   PYTHONPATH=os.pathsep.join([str(repo), os.environ.get("PYTHONPATH", "")]))
+        procs.append(subprocess.Popen([sys.executable, str(tmp_path / "worker.py"), str(tmp_path / "config.json"), str(tmp_path)],
+                                      env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
+    for proc in procs:
+        output, _ = proc.communicate(timeout=180)
+        assert proc.returncode == 0, output.decode(errors="replace")[-3000:]
+    w0, w1 = load_file(str(tmp_path / "rank0.safetensors")), load_file(str(tmp_path / "rank1.safetensors"))
+    parameters = [k for k in w0 if "running_" not in k and "num_batches_tracked" not in k]
+    assert any(k.startswith("discriminator.") for k in parameters) and any(k.startswith("generator.") for k in parameters)
+    for key in parameters:
+        assert torch.equal(w0[key], w1[key]), key
+    start = ckpt.read_model_tensors(runs["s1"])
+    assert not torch.equal(w0["generator.sft_branch.0.sft0.SFT_scale_conv1.weight"], start["generator.sft_branch.0.sft0.SFT_scale_conv1.weight"])

@@ -21,9 +21,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from restore_cli.engine.device import Placement, available_memory_bytes, select_device, select_precision
+from restore_cli.engine.device import Placement, select_device, select_precision
 from restore_cli.engine.registry import ResolvedModel, find_entry, load_entry, load_weights_file
-from restore_cli.engine.restore import TileRequest
+from restore_cli.engine.restore import TileRequest, tile_memory_budget
 from restore_cli.engine.tiling import TileSettings, auto_tile_size, run_with_oom_backoff
 from restore_cli.errors import RestoreError
 from restore_cli.models.toolchain import ACTION_NAMES, MAX_STEPS, STOP_NAME, TOOL_NAMES, TOOL_SPECS, ToolchainAgent
@@ -35,8 +35,9 @@ TASK = "toolchain"
 # Receptive radius of both tool layouts (3-layer: 4+2+2; 8-layer: 2+1+1+1+1+2): tiles with this
 # much context give the whole-image result.
 TOOL_CONTEXT = 8
-# Peak activation bytes per pixel of an 8-layer tool in fp32 (a few 64- and 32-channel maps).
-TOOL_BYTES_PER_PIXEL = 2048.0
+# Widest feature map of the tools (the 8-layer tools' 64 channels): the engine's calibrated rule
+# counts about ten maps of the first width alive at once.
+TOOL_WIDTH = 64
 AGENT_BATCH = 4096  # patches per agent forward pass
 
 ToolFn = Callable[[Tensor, int], Tensor]  # (N×C×H×W, tool index) → N×C×H×W
@@ -147,9 +148,8 @@ class ToolchainRunner:
     def _settings(self, x: Tensor) -> TileSettings:
         tile = self._tile_after_oom if self._tile_after_oom is not None else self.tiles.tile
         if tile is None:
-            free = available_memory_bytes(self.placement.device)
             element = 2 if self.placement.precision in ("bf16", "fp16") else 4
-            tile = auto_tile_size(free, TOOL_BYTES_PER_PIXEL * element / 4, 1, TOOL_CONTEXT)
+            tile = auto_tile_size(tile_memory_budget(self.placement.device), 10 * TOOL_WIDTH * element, 1, TOOL_CONTEXT)
         whole = tile <= 0 or tile >= max(x.shape[-2:])
         return TileSettings(tile=0 if whole else tile, overlap=self.tiles.overlap, context=TOOL_CONTEXT, pad_mode="reflect")
 

@@ -147,11 +147,32 @@ def engine_model(run: Callable[[EvalConfig], Callable[[Any, Case], Tensor]]) -> 
     return build
 
 
+class ToolchainMethod(Method):
+    """The RL-Restore toolchain (issue 6): the agent (the named model or weights file; default the
+    shipped `toolchain-agent`) with its shipped toolbox, voting over 63×63 patches per step."""
+
+    kind = "model"
+
+    def __init__(self, key: str, spec: ModelSpec, engine: EngineOptions, log: Callable[[str], None] | None) -> None:
+        from restore_cli.engine.restore import TileRequest
+        from restore_cli.engine.toolchain import load_toolchain
+
+        self.key = key
+        self.spec = spec
+        self.runner = load_toolchain(None, spec.weights or spec.name, device=engine.device, precision=engine.precision,
+                                     tiles=TileRequest(engine.tile, engine.tile_overlap), log=log)
+        self.label = spec.label if (spec.name or spec.weights) else "toolchain"
+
+    def restore(self, case: Case) -> Tensor:
+        y, chain = self.runner.run(case.degraded)
+        case.details["chain"] = chain.names
+        return y
+
+
 def toolchain_model(config: EvalConfig, key: str, spec: ModelSpec, engine: EngineOptions,
                     log: Callable[[str], None] | None) -> Method:
-    """Where the RL-Restore toolchain (issue 6) plugs in: return a `Method` whose `restore(case)`
-    runs the agent and its tools on `case.degraded` (RGB in [0, 1]) and returns the result."""
-    raise RestoreError("toolchain models are not available yet (issue 6); run with --baseline for the input rows")
+    """The RL-Restore toolchain on `case.degraded` (RGB in [0, 1])."""
+    return ToolchainMethod(key, spec, engine, log)
 
 
 def jpeg_model(config: EvalConfig, key: str, spec: ModelSpec, engine: EngineOptions,
@@ -173,7 +194,7 @@ MODEL_FACTORIES: dict[ProtocolName, ModelFactory] = {
 }
 
 #: Protocols with no model yet: with --baseline and no model named, they run the baselines only.
-NO_MODEL_YET: frozenset[ProtocolName] = frozenset({ProtocolName.toolchain, ProtocolName.jpeg})
+NO_MODEL_YET: frozenset[ProtocolName] = frozenset({ProtocolName.jpeg})
 
 
 def model_methods(config: EvalConfig, specs: list[ModelSpec], engine: EngineOptions,

@@ -92,10 +92,15 @@ def export_checkpoint(
         raise RestoreError(f"model name {name!r} must be letters, digits, '.', '_' or '-' (not starting with a symbol)")
     path = resolve_checkpoint(checkpoint)
     state = read_checkpoint_state(path)
-    if state.get("family") == "sftgan":  # SFT-GAN runs carry generator + prior: their own exporter
+    # Model families with their own checkpoint layout have their own exporter.
+    if state.get("family") == "sftgan":
         from restore_cli.train.sftgan_trainer import export_sftgan_checkpoint
 
         return export_sftgan_checkpoint(checkpoint, name, directory, metrics, overwrite)
+    if state.get("family") == "toolchain":
+        from restore_cli.train.toolchain_trainer import export_toolchain_checkpoint
+
+        return export_toolchain_checkpoint(checkpoint, name, directory, metrics, overwrite)
     config = TrainConfig.from_json(state["config"])
     arch, model_config = state["arch"], state["model_config"]
     tensors = {k: v.to(torch.float32).contiguous() for k, v in read_model_tensors(path).items()}

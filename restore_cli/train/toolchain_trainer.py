@@ -92,7 +92,12 @@ PrecisionName = Literal["auto", "fp32", "bf16"]
 ARCH_OF_MODE: dict[str, str] = {"single": "toolbox", "joint": "toolbox", "generic": "generic-cnn"}
 MANIFEST_TASK: dict[str, str] = {"toolbox": "toolchain", "toolchain-agent": "toolchain", "generic-cnn": "toolchain-baseline"}
 DEFAULT_AGENT_STEPS: dict[str, int] = {"dqn": 2_000_000, "search": 20_000}
-DEFAULT_AGENT_LR: dict[str, float] = {"dqn": 1e-4, "search": 1e-3}
+DEFAULT_AGENT_LR: dict[str, float] = {"dqn": 1e-4, "search": 3e-4}
+# Cadences in steps (transitions for dqn, optimizer steps for search): the reference's for dqn.
+DEFAULT_AGENT_CADENCE: dict[str, dict[str, int]] = {
+    "dqn": {"checkpoint_every": 50_000, "val_every": 10_000, "log_every": 1_000},
+    "search": {"checkpoint_every": 1_000, "val_every": 1_000, "log_every": 100},
+}
 SEARCH_DIR = "search"
 DQN_FILE_RE = re.compile(r"^dqn-(\d+)\.safetensors$")
 HUBER_DELTA = 1.0
@@ -272,17 +277,21 @@ class AgentConfig:
     seed: int = 0
     device: str = "auto"
     precision: PrecisionName = "auto"
-    checkpoint_every: int = 50_000
+    checkpoint_every: int | None = None
     keep_checkpoints: int = 2
     time_limit: float | None = None
-    val_every: int = 10_000
+    val_every: int | None = None
     val_patches: int = 256
-    log_every: int = 1_000
+    log_every: int | None = None
     resume: Path | None = None
     command_line: str = ""
 
     def __post_init__(self) -> None:
         _normalise_paths(self, ("val", "resume"))
+        if self.method in DEFAULT_AGENT_CADENCE:
+            for name, value in DEFAULT_AGENT_CADENCE[self.method].items():
+                if getattr(self, name) is None:
+                    _set(self, name, value)
         _set(self, "toolbox", str(self.toolbox))
         _set(self, "milestones", tuple(float(m) for m in self.milestones))
         _need(self.method in get_args(AgentMethod), f"--method must be dqn or search, got {self.method!r}")
@@ -1028,7 +1037,7 @@ class _ToolsRun(_Run):
         self.agent: ToolchainAgent | None = None
         if cfg.mode == "joint":
             assert cfg.agent is not None
-            resolved = resolve_toolchain_model(cfg.agent, "toolchain-agent", "--agent", "toolchain-agent", "restore train agent")
+            resolved = resolve_toolchain_model(str(cfg.agent), "toolchain-agent", "--agent", "toolchain-agent", "restore train agent")
             self.agent = resolved.module.to(self.device).eval()  # type: ignore[assignment]
             for p in self.agent.parameters():  # type: ignore[union-attr]
                 p.requires_grad_(False)
@@ -1040,7 +1049,7 @@ class _ToolsRun(_Run):
         self.rng_after: dict[str, Any] | None = None
 
     def _load_init(self, path: Path) -> None:
-        resolved = resolve_toolchain_model(path, "toolbox", "--init", "toolbox", "restore train tools")
+        resolved = resolve_toolchain_model(str(path), "toolbox", "--init", "toolbox", "restore train tools")
         self.model.load_state_dict(resolved.module.state_dict())
         self.init_sha256 = resolved.sha256
 

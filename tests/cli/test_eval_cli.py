@@ -217,8 +217,11 @@ def test_sfm_sweep_runs_models_side_by_side(cli, tmp_path: Path, data: Path) -> 
     assert [line.split(" | ")[0] for line in lines[2:4]] == ["| a", "| b"]
 
 
-def test_toolchain_and_jpeg_report_baselines_and_refuse_models(cli, tmp_path: Path, data: Path, denoiser: Path) -> None:
-    report = run_json(cli, tmp_path, "toolchain", "--data", data, "--baseline", "--patch", "16", "--level", "mild,severe")
+def test_toolchain_and_jpeg_report_baselines_and_refuse_missing_models(cli, tmp_path: Path, data: Path, denoiser: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RESTORE_WEIGHTS_DIR", str(tmp_path / "empty-store"))
+    report = run_json(cli, tmp_path, "toolchain", "--data", data, "--no-model", "--baseline", "--patch", "16",
+                      "--level", "mild,severe")
     assert [m["key"] for m in report["methods"]] == ["input"]
     assert report["data"]["items"] == 9 + 6 + 4  # 50×52 → 3×3, 49×40 → 3×2, 36×36 → 2×2
     assert {"blur_sigma", "noise_sigma", "jpeg_quality"} <= set(report["records"][0]["details"])
@@ -227,7 +230,7 @@ def test_toolchain_and_jpeg_report_baselines_and_refuse_models(cli, tmp_path: Pa
     q = {a["setting"]: a for a in jpeg["averages"]}
     assert q["q40"]["psnr"] > q["q10"]["psnr"] and q["q10"]["psnr_b"] <= q["q10"]["psnr"]
     code, _, stderr = cli("eval", "toolchain", "--data", data)
-    assert code == 2 and "toolchain models are not available yet" in stderr
+    assert code == 2 and "no trained toolbox is installed" in stderr
     code, _, stderr = cli("eval", "jpeg", "--data", data, "--baseline", "--weights", denoiser)
     assert code == 2 and "not available yet" in stderr
 

@@ -148,6 +148,65 @@ def test_searched_targets_equal_brute_force_returns_when_the_beam_covers_every_c
     torch.testing.assert_close(narrow["targets.0"][torch.arange(4), 0, best], full["targets.0"][torch.arange(4), 0, best], atol=1e-4, rtol=0)
 
 
+def test_dqn_loss_bootstraps_from_the_target_network_and_weights_length_groups() -> None:
+    torch.manual_seed(5)
+    agent = ToolchainAgent(channels=1, tools=2, patch=TOY_PATCH, hidden=6)
+    learner = DQNLearner(agent, ToyEnvironment(), DQNSettings(gamma=0.9, batch=3, lr=1e-3), torch.device("cpu"))
+    torch.nn.init.normal_(learner.target.q.bias)  # a target network that differs from the online one
+    s = torch.rand(4, 1, TOY_PATCH, TOY_PATCH)
+    short = Episode(s[:1], torch.tensor([2]), torch.tensor([0.0]))  # stop at once
+    long = Episode(s[1:4], torch.tensor([0, 1, 0]), torch.tensor([0.3, -0.2, 0.5]))
+    learner.memory.add(short)
+    learner.memory.add(long)
+    learner.memory.sample = lambda n, rng: [short, long, long]  # type: ignore[method-assign]
+    with torch.no_grad():  # the targets restated step by step: y = r + γ·max Q_target(s′), y = r at the end
+        q_long, q_target = [], []
+        state, target_state = agent.initial_state(1), learner.target.initial_state(1)
+        for t, previous in enumerate((-1, 0, 1)):
+            q, state = agent(s[1 + t:2 + t], torch.tensor([previous]), state)
+            qt, target_state = learner.target(s[1 + t:2 + t], torch.tensor([previous]), target_state)
+            q_long.append(q[0, int(long.actions[t])])
+            q_target.append(qt[0].max())
+        y = [0.3 + 0.9 * q_target[1], -0.2 + 0.9 * q_target[2], 0.5]
+        long_loss = sum(float(torch.nn.functional.huber_loss(q_long[t], torch.tensor(float(y[t])))) for t in range(3)) / 3
+        q_short = agent(s[:1], torch.tensor([-1]), agent.initial_state(1))[0][0, 2]
+        expected = float(torch.nn.functional.huber_loss(q_short, torch.tensor(0.0))) / 3 + long_loss * 2 / 3
+    assert learner.train_step(np.random.default_rng(0), 0) == pytest.approx(expected, rel=1e-5)
+
+
+def test_episodes_follow_the_reference_rules() -> None:
+    class WithCleanPatches(ToyEnvironment):
+        def sample(self, n: int, rng: np.random.Generator, generator: torch.Generator) -> PatchPairs:
+            pairs = super().sample(n, rng, generator)
+            pairs.inputs[:4] = pairs.targets[:4]  # identical: 100 dB, above the 50 dB threshold
+            return pairs
+
+    settings = DQNSettings(learn_start=10**9, parallel=300, max_steps=3, replay=1000)  # ε = 1: every action random
+    learner = DQNLearner(ToolchainAgent(channels=1, tools=2, patch=TOY_PATCH, hidden=4), WithCleanPatches(), settings, torch.device("cpu"))
+    rng = np.random.default_rng(7)
+    episodes = learner.play_round(rng, torch.Generator())
+    assert len(episodes) == 296  # the four perfect patches were skipped
+    assert learner.transitions == sum(len(e) for e in episodes) == learner.memory.written
+    ended = {"stop": 0, "drop": 0, "limit": 0}
+    for e in episodes:
+        x = e.states[0]
+        for t in range(len(e)):
+            assert torch.equal(e.states[t], x)
+            action = int(e.actions[t])
+            if action == STOP:
+                assert float(e.rewards[t]) == 0.0 and t == len(e) - 1
+                ended["stop"] += 1
+                break
+            x = ToyEnvironment().apply(x[None], action)[0].clamp(0, 1)
+        else:
+            last = len(e) - 1
+            dropped = float(e.rewards[: last + 1].sum()) < -1e-6
+            assert dropped or len(e) == 3
+            assert all(float(e.rewards[: t + 1].sum()) >= -1e-6 for t in range(last))  # no earlier drop below the start
+            ended["drop" if dropped else "limit"] += 1
+    assert all(count > 0 for count in ended.values()), ended
+
+
 def test_replay_memory_keeps_whole_episodes_and_drops_the_oldest() -> None:
     memory = ReplayMemory(capacity=5)
     episodes = [Episode(torch.full((n, 1, 2, 2), float(k)), torch.arange(n), torch.full((n,), float(k))) for k, n in enumerate((2, 3, 2))]

@@ -73,7 +73,23 @@ def read_metrics_file(path: Path) -> dict[str, Any]:
         raise RestoreError(f"cannot read the metrics file as JSON ({exc})", path) from None
     if not isinstance(data, dict):
         raise RestoreError("metrics file must hold a JSON object", path)
-    return data
+    return metrics_summary(data)
+
+
+# What a manifest keeps of a `restore eval` report: the protocol and the averages, not the
+# per-image records (those stay in the report file).
+REPORT_SUMMARY_KEYS = ("protocol", "protocol_details", "methods", "averages", "software", "run")
+
+
+def metrics_summary(report: dict[str, Any]) -> dict[str, Any]:
+    """A `restore eval --json` report reduced to what a manifest entry needs; other JSON as is."""
+    if "averages" not in report or "protocol" not in report:
+        return report
+    summary = {key: report[key] for key in REPORT_SUMMARY_KEYS if key in report}
+    data = report.get("data")
+    if isinstance(data, dict):
+        summary["data"] = {k: v for k, v in data.items() if k != "images"}
+    return summary
 
 
 def export_checkpoint(

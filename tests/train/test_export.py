@@ -83,3 +83,14 @@ def test_export_refuses_to_replace_a_model_unless_asked(tmp_path: Path, trained_
     export_checkpoint(trained_runs["denoiser"], "dn", tmp_path, overwrite=True)
     with pytest.raises(RestoreError, match="model name"):
         export_checkpoint(trained_runs["denoiser"], "../evil", tmp_path)
+
+
+def test_eval_reports_are_summarised_for_the_manifest() -> None:
+    from restore_cli.train.export import metrics_summary
+
+    report = {"protocol": "denoise", "protocol_details": {"seed": 0}, "averages": [{"setting": "n15", "psnr": 30.0}],
+              "records": [{"item": "a.png"}] * 3, "data": {"name": "CBSD68", "count": 68, "images": ["a.png"]}}
+    summary = metrics_summary(report)
+    assert "records" not in summary and summary["averages"] == report["averages"]
+    assert summary["data"] == {"name": "CBSD68", "count": 68}
+    assert metrics_summary({"psnr": 1.0}) == {"psnr": 1.0}

@@ -70,9 +70,8 @@ def import_model(
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output.")] = False,
 ) -> None:
     """Convert a PyTorch state dict to safetensors, loading it with weights_only (no code runs)."""
-    from safetensors.torch import save as save_safetensors
-
     from restore_cli.engine.registry import import_pickle
+    from restore_cli.engine.weights import safetensors_bytes
     from restore_cli.io.atomic import atomic_write_bytes
 
     if output.suffix.lower() != ".safetensors":
@@ -80,6 +79,6 @@ def import_model(
     if output.exists() and not overwrite:
         raise fail(f"{output}: output exists (use --overwrite)")
     tensors, arch_name, config = import_pickle(source, arch)
-    data = save_safetensors(tensors, metadata={"arch": arch_name, "config": json.dumps(config), "source": source.name})
+    data = safetensors_bytes(tensors, metadata={"arch": arch_name, "config": json.dumps(config), "source": source.name})
     atomic_write_bytes(output, data)
     print(output)

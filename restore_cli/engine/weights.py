@@ -149,3 +149,19 @@ def read_safetensors(path: Path) -> tuple[dict[str, Tensor], dict[str, str]]:
     except (SafetensorError, OSError, ValueError) as exc:
         raise RestoreError(f"not a valid safetensors file ({exc})", path) from None
     return tensors, metadata
+
+
+def safetensors_bytes(tensors: dict[str, Tensor], metadata: dict[str, str] | None = None) -> bytes:
+    """Serialise to safetensors with a canonical header (keys sorted), so the same tensors and
+    metadata always give the same bytes and the same sha256 (the library's own header order of
+    the metadata varies from run to run)."""
+    from safetensors.torch import save
+
+    raw = save(tensors, metadata=metadata)
+    length = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8:8 + length])
+    canonical = json.dumps(header, sort_keys=True, separators=(",", ":")).encode("utf-8")
+    if len(canonical) > length:  # cannot happen (same content, no whitespace); keep the original
+        return raw
+    canonical += b" " * (length - len(canonical))
+    return raw[:8] + canonical + raw[8 + length:]

@@ -14,9 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import save as safetensors_bytes
 
-from restore_cli.engine.weights import ModelEntry, add_manifest_entry, load_manifest, sha256_file, weights_dir
+from restore_cli.engine.weights import ModelEntry, add_manifest_entry, load_manifest, safetensors_bytes, sha256_file, weights_dir
 from restore_cli.errors import RestoreError
 from restore_cli.io.atomic import atomic_write_bytes
 from restore_cli.train.checkpoint import read_checkpoint_state, read_model_tensors, resolve_checkpoint

@@ -901,7 +901,7 @@ def export_sftgan_checkpoint(checkpoint: Path, name: str, directory: Path | None
                              metrics: dict[str, Any] | None = None, overwrite: bool = False) -> Any:
     """Write DIR/NAME.safetensors (arch sftgan or sftgan-prior; the discriminator is left out) and
     its manifest entry (task TEXTURE_TASK, ×4, RGB). Same rules as `train.export.export_checkpoint`."""
-    from safetensors.torch import save as safetensors_bytes
+    from restore_cli.engine.weights import safetensors_bytes
 
     from restore_cli.engine.weights import ModelEntry, add_manifest_entry, load_manifest, sha256_file, weights_dir
     from restore_cli.io.atomic import atomic_write_bytes

@@ -1374,7 +1374,7 @@ def export_toolchain_checkpoint(checkpoint: Path, name: str, directory: Path | N
 
     The toolbox is one file (tool01.… tool12.) with task `toolchain`, the agent another, whose
     metadata and manifest entry record the sha256 of the toolbox it was trained with."""
-    from safetensors.torch import save as safetensors_bytes
+    from restore_cli.engine.weights import safetensors_bytes
 
     from restore_cli.engine.weights import ModelEntry, add_manifest_entry, load_manifest, sha256_file, weights_dir
     from restore_cli.io.atomic import atomic_write_bytes

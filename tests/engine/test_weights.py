@@ -100,3 +100,16 @@ def test_weights_dir_env_override(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
 def test_default_weights_dir_is_the_repository_or_package_folder(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("RESTORE_WEIGHTS_DIR", raising=False)
     assert weights_dir().name in ("weights", "_weights")
+
+
+def test_safetensors_bytes_are_deterministic_and_loadable(tmp_path: Path) -> None:
+    from restore_cli.engine.weights import safetensors_bytes
+
+    tensors = {"b": torch.arange(6.0).reshape(2, 3), "a": torch.ones(4)}
+    metadata = {f"key{i}": str(i) for i in range(12)}
+    blobs = {safetensors_bytes(tensors, metadata) for _ in range(5)}
+    assert len(blobs) == 1
+    path = tmp_path / "x.safetensors"
+    path.write_bytes(blobs.pop())
+    loaded, meta = read_safetensors(path)
+    assert meta == metadata and torch.equal(loaded["b"], tensors["b"]) and torch.equal(loaded["a"], tensors["a"])

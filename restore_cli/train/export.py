@@ -53,7 +53,9 @@ def training_record(config: TrainConfig, state: dict[str, Any], checkpoint: Path
         "sfm": None if config.sfm_rate <= 0 else {
             "rate": config.sfm_rate, "mode": config.sfm_mode, "center": config.sfm_center, "spread": config.sfm_spread,
         },
-        "init_prior": None if config.init_prior is None else str(config.init_prior),
+        "init_weights": None if config.init_weights is None else str(config.init_weights),
+        "freeze_prior": config.freeze_prior,
+        "init_hyper": config.init_hyper,
         "data_fingerprint": state.get("data_fingerprint"),
         "images": state.get("images"),
         "last_val": state.get("last_val"),

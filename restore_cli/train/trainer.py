@@ -58,6 +58,7 @@ from restore_cli.train.tasks import (
 
 PrecisionName = Literal["auto", "fp32", "bf16", "fp16"]
 LossName = Literal["l1", "l2"]
+HyperInit = Literal["random", "dpir"]
 StopReason = Literal["completed", "interrupted", "time_limit"]
 
 ARCH_OF_TASK: dict[str, str] = {"denoiser": "resunet-denoiser", "usrnet": "usrnet"}
@@ -72,7 +73,7 @@ TRAINING_MEMORY_FORMAT = torch.channels_last
 # Fields that may differ between a checkpoint's config and the config resuming it.
 RESUME_FREE_FIELDS = frozenset(
     {"data", "val", "output", "steps", "milestones", "checkpoint_every", "keep_checkpoints", "time_limit",
-     "val_every", "val_max_size", "log_every", "resume", "command_line", "device", "precision", "init_prior",
+     "val_every", "val_max_size", "log_every", "resume", "command_line", "device", "precision", "init_weights",
      "prefetch"}
 )
 
@@ -109,7 +110,9 @@ class TrainConfig:
     sfm_mode: SfmMode | None = None
     sfm_center: float = 0.85
     sfm_spread: float = 0.15
-    init_prior: Path | None = None
+    init_weights: Path | None = None
+    freeze_prior: bool = False
+    init_hyper: HyperInit = "random"
     seed: int = 0
     precision: PrecisionName = "auto"
     device: str = "auto"
@@ -129,7 +132,7 @@ class TrainConfig:
             raise RestoreError(f"unknown training task {self.task!r}; expected denoiser or usrnet")
         set_("data", tuple(Path(p) for p in self.data))
         set_("output", Path(self.output))
-        for name in ("val", "init_prior", "resume"):
+        for name in ("val", "init_weights", "resume"):
             if getattr(self, name) is not None:
                 set_(name, Path(getattr(self, name)))
         set_("arch_config", dict(self.arch_config))
@@ -164,7 +167,10 @@ class TrainConfig:
         need(0 <= self.sfm_rate <= 1, f"--sfm-rate must be in [0, 1], got {self.sfm_rate}")
         need(self.sfm_mode in get_args(SfmMode), f"--sfm-mode must be one of {', '.join(get_args(SfmMode))}, got {self.sfm_mode!r}")
         need(0 <= self.sfm_center <= 1 and self.sfm_spread >= 0, "--sfm-center must be in [0, 1] and --sfm-spread >= 0")
-        need(self.init_prior is None or self.task == "usrnet", "--init-prior applies to usrnet training only")
+        need(self.task == "usrnet" or not self.freeze_prior, "--freeze-prior applies to usrnet training only")
+        need(self.task == "usrnet" or self.init_hyper == "random", "--init-hyper applies to usrnet training only")
+        need(self.init_hyper in get_args(HyperInit), f"--init-hyper must be one of {', '.join(get_args(HyperInit))}")
+        need(not self.freeze_prior or self.init_weights is not None, "--freeze-prior needs --init-prior (a frozen random prior learns nothing)")
         need(self.precision in get_args(PrecisionName), f"--precision must be one of {', '.join(get_args(PrecisionName))}")
         need(self.checkpoint_every >= 1, "--checkpoint-every must be >= 1")
         need(self.keep_checkpoints >= 0, "--keep must be >= 0 (0 keeps every checkpoint)")
@@ -327,29 +333,29 @@ def build_training_model(config: TrainConfig) -> nn.Module:
         return build_model(config.arch, config.model_config())
 
 
-def load_prior_weights(model: nn.Module, path: Path) -> None:
-    """Initialise USRNet's prior `p` from a resunet-denoiser safetensors file (same ResUNet,
-    same [image, noise-level map] input); RestoreError naming the differences otherwise."""
+def load_init_weights(model: nn.Module, config: TrainConfig) -> str:
+    """Load `config.init_weights` into the denoiser, or into USRNet's prior p; "exact"/"converted"."""
     from restore_cli.engine.weights import read_safetensors
-    from restore_cli.models.architectures import ARCHITECTURES
+    from restore_cli.train.init import load_resunet_weights
 
-    tensors, metadata = read_safetensors(path)
-    arch = metadata.get("arch")
-    if arch is not None and arch != "resunet-denoiser":
-        raise RestoreError(f"--init-prior needs resunet-denoiser weights, this file holds {arch!r}", path)
-    prior: nn.Module = model.p  # type: ignore[assignment]
-    target = prior.state_dict()
-    missing = [k for k in target if k not in tensors]
-    extra = [k for k in tensors if k not in target]
-    mismatched = [k for k in target if k in tensors and tuple(tensors[k].shape) != tuple(target[k].shape)]
-    if missing or extra or mismatched:
-        wanted = {"channels": model.p.out_nc, "nc": tuple(model.p.nc), "nb": model.p.nb}  # type: ignore[union-attr]
-        try:
-            found: Any = ARCHITECTURES["resunet-denoiser"].infer_config(tensors)
-        except ValueError:
-            found = f"{len(tensors)} tensors not in the resunet-denoiser layout"
-        raise RestoreError(f"--init-prior does not fit the USRNet prior: it needs a denoiser {wanted}, the file holds {found}", path)
-    prior.load_state_dict({k: tensors[k].to(target[k].dtype) for k in target})
+    assert config.init_weights is not None
+    tensors, metadata = read_safetensors(config.init_weights)
+    if config.task == "usrnet":
+        return load_resunet_weights(model.p, tensors, metadata, config.init_weights, "--init-prior")  # type: ignore[arg-type]
+    return load_resunet_weights(model, tensors, metadata, config.init_weights, "--init")
+
+
+def initialise_model(model: nn.Module, config: TrainConfig) -> None:
+    """The starting point of a fresh run: --init/--init-prior weights, H fitted to the DPIR
+    schedule (--init-hyper dpir), the prior frozen (--freeze-prior)."""
+    if config.init_weights is not None:
+        load_init_weights(model, config)
+    if config.task != "usrnet":
+        return
+    if config.init_hyper == "dpir":
+        from restore_cli.train.init import fit_hyper_schedule
+
+        fit_hyper_schedule(model.h, model.n_iter, config.scales, config.noise_range_unit()[1], seed=config.seed)  # type: ignore[arg-type]
 
 
 def resume_mismatches(stored: TrainConfig, current: TrainConfig) -> list[str]:
@@ -510,10 +516,13 @@ class _Run:
         self._load_data()
         self.rng, self.generator = rank_generators(cfg.seed, self.context.rank)
         self.model = build_training_model(cfg)
-        if cfg.init_prior is not None and checkpoint is None:
-            load_prior_weights(self.model, cfg.init_prior)
+        if checkpoint is None:
+            initialise_model(self.model, cfg)
+        if cfg.freeze_prior:
+            self.model.p.requires_grad_(False)  # type: ignore[union-attr]
         self.model.to(self.device, memory_format=self.memory_format)
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, betas=(0.9, 0.999), weight_decay=0.0)
+        trainable = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.Adam(trainable, lr=cfg.lr, betas=(0.9, 0.999), weight_decay=0.0)
         self.scaler = torch.amp.GradScaler("cuda") if self.placement.precision == "fp16" else None
         self.step = 0
         self.last_val = None

@@ -20,7 +20,8 @@ from restore_cli.train.trainer import (
     TrainConfig,
     build_training_model,
     learning_rate_at,
-    load_prior_weights,
+    initialise_model,
+    load_init_weights,
     run_training,
 )
 
@@ -170,22 +171,89 @@ def test_learning_rate_follows_multistep_lr() -> None:
     assert config.resolved_milestones() == (500, 750, 900)
 
 
-def test_init_prior_loads_a_denoiser_into_the_usrnet_prior(tmp_path: Path) -> None:
+def save_denoiser(path: Path, channels: int, config: dict[str, Any] = TINY_DENOISER, seed: int = 0) -> torch.nn.Module:
     from restore_cli.models.architectures import build_model
 
-    denoiser = build_model("resunet-denoiser", {"channels": 3, **TINY_DENOISER})
-    path = tmp_path / "dn.safetensors"
+    torch.manual_seed(seed)
+    denoiser = build_model("resunet-denoiser", {"channels": channels, **config})
     save_file({k: v.contiguous() for k, v in denoiser.state_dict().items()}, str(path), metadata={"arch": "resunet-denoiser"})
-    config = tiny_config("usrnet", tmp_path, tmp_path / "run", init_prior=path)
+    return denoiser
+
+
+def test_init_prior_loads_a_denoiser_into_the_usrnet_prior(tmp_path: Path) -> None:
+    path = tmp_path / "dn.safetensors"
+    denoiser = save_denoiser(path, 3)
+    config = tiny_config("usrnet", tmp_path, tmp_path / "run", init_weights=path)
     model = build_training_model(config)
-    load_prior_weights(model, path)
+    assert load_init_weights(model, config) == "exact"
     for key, value in denoiser.state_dict().items():
         assert torch.equal(model.p.state_dict()[key], value)
 
-    wider = build_model("resunet-denoiser", {"channels": 3, "nc": [8, 16, 16, 32], "nb": 1})
-    save_file({k: v.contiguous() for k, v in wider.state_dict().items()}, str(path), metadata={"arch": "resunet-denoiser"})
-    with pytest.raises(RestoreError, match="does not fit the USRNet prior"):
-        load_prior_weights(build_training_model(config), path)
+    save_denoiser(path, 3, {"nc": [8, 16, 16, 32], "nb": 1})
+    with pytest.raises(RestoreError, match="--init-prior does not fit"):
+        load_init_weights(build_training_model(config), config)
+    (tmp_path / "h.safetensors").write_bytes(b"")
+    with pytest.raises(RestoreError, match="h.safetensors"):
+        load_init_weights(build_training_model(config), tiny_config("usrnet", tmp_path, tmp_path / "run", init_weights=tmp_path / "h.safetensors"))
+
+
+@pytest.mark.parametrize(("source", "target"), [(3, 1), (1, 3)])
+def test_init_converts_between_colour_and_gray_exactly_on_gray_images(tmp_path: Path, source: int, target: int) -> None:
+    # Gray from colour: D_gray(x) = mean_c D_rgb([x, x, x]); colour from gray: D_rgb([x, x, x]) = D_gray(x) per channel.
+    path = tmp_path / "dn.safetensors"
+    old = save_denoiser(path, source, seed=5).eval()
+    config = tiny_config("denoiser", tmp_path, tmp_path / "run", channels=target, init_weights=path)
+    new = build_training_model(config).eval()
+    assert load_init_weights(new, config) == "converted"
+    gray = torch.rand(2, 1, 32, 32, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        if source == 3:
+            want = old(gray.expand(-1, 3, -1, -1), 0.1).mean(dim=1, keepdim=True)
+            got = new(gray, 0.1)
+        else:
+            want = old(gray, 0.1).expand(-1, 3, -1, -1)
+            got = new(gray.expand(-1, 3, -1, -1), 0.1)
+    assert got.shape == want.shape
+    assert torch.allclose(got, want, atol=1e-5)
+    assert not torch.allclose(got, gray.expand_as(got), atol=1e-2)  # the network does something
+
+
+def test_dpir_schedule_and_the_fitted_hyper_network(tmp_path: Path) -> None:
+    from restore_cli.train.init import hyper_schedule
+
+    sigma = torch.tensor([0.0, 7.65 / 255, 25 / 255, 0.0])
+    scale = torch.tensor([2.0, 3.0, 1.0, 4.0])
+    alpha, level = hyper_schedule(sigma, scale, 8)
+    # Independent statement: levels geometric from 49/255 to max(s, 255σ)/255, α = 0.23 max(σ, 1/255)²/level².
+    for i in range(4):
+        last = max(float(scale[i]), 255 * float(sigma[i])) / 255
+        want = np.geomspace(49 / 255, last, 8)
+        assert np.allclose(level[i].numpy(), want, rtol=1e-9)
+        assert np.allclose(alpha[i].numpy(), 0.23 * max(float(sigma[i]), 1 / 255) ** 2 / want**2, rtol=1e-9)
+    config = tiny_config("usrnet", tmp_path, tmp_path / "run", arch_config={**TINY_USRNET, "n_iter": 4, "h_nc": 32}, scales=(1, 2, 3), init_hyper="dpir")
+    model = build_training_model(config)
+    before_alpha, _ = model.hyper_parameters(7.65 / 255, 3)
+    initialise_model(model, config)
+    with torch.no_grad():
+        got_alpha, got_beta = model.hyper_parameters(torch.tensor([[7.65 / 255], [25 / 255]]), 3, n=2)
+    want_alpha, want_beta = hyper_schedule(torch.tensor([7.65 / 255, 25 / 255]), torch.tensor([3.0, 3.0]), 4)
+    assert torch.allclose(got_beta.flatten(1).double(), want_beta, rtol=0.35)
+    assert torch.allclose(got_alpha.flatten(1).double(), want_alpha, rtol=0.35)
+    assert not torch.allclose(before_alpha.flatten(1).double(), want_alpha[:1], rtol=0.35)
+
+
+def test_freeze_prior_trains_only_the_hyper_network(tmp_path: Path) -> None:
+    data = write_smooth_images(tmp_path / "data")
+    path = tmp_path / "dn.safetensors"
+    denoiser = save_denoiser(path, 3)
+    config = tiny_config("usrnet", data, tmp_path / "run", steps=6, init_weights=path, freeze_prior=True, checkpoint_every=6)
+    run_training(config)
+    weights = load_file(str(tmp_path / "run" / "ckpt-0000006" / "model.safetensors"))
+    for key, value in denoiser.state_dict().items():
+        assert torch.equal(weights[f"p.{key}"], value), key
+    fresh = build_training_model(config).state_dict()
+    changed = [k for k in fresh if k.startswith("h.") and not torch.equal(fresh[k], weights[k])]
+    assert changed, "H did not move"
 
 
 @pytest.mark.parametrize(
@@ -197,7 +265,8 @@ def test_init_prior_loads_a_denoiser_into_the_usrnet_prior(tmp_path: Path) -> No
         ({"arch_config": {"preset": "usrnet-tiny"}}, "unknown resunet-denoiser preset"),
         ({"noise_range": (30, 10)}, "noise-range"),
         ({"milestones": (1.5,)}, "milestones"),
-        ({"init_prior": "x.safetensors"}, "usrnet training only"),
+        ({"freeze_prior": True}, "usrnet training only"),
+        ({"init_hyper": "dpir"}, "usrnet training only"),
         ({"channels": 2}, "channels"),
     ],
 )
@@ -212,3 +281,8 @@ def test_usrnet_patch_must_divide_by_every_scale() -> None:
     config = TrainConfig(task="usrnet", data=("x",), output="o", channels=1, arch_config={"preset": "usrnet-tiny"})
     assert config.model_config()["in_nc"] == 2 and config.model_config()["nc"] == (16, 32, 64, 64)
     assert TrainConfig.from_json(json.loads(json.dumps(config.to_json()))) == config
+
+
+def test_freeze_prior_needs_an_initial_prior() -> None:
+    with pytest.raises(RestoreError, match="--freeze-prior needs --init-prior"):
+        TrainConfig(task="usrnet", data=("x",), output="o", freeze_prior=True)

@@ -237,9 +237,12 @@ def run_batch(
     reporter: BatchReporter,
     existing: ExistingPolicy = "error",
     verbose_errors: bool = False,
+    companions: tuple[str, ...] = (),
 ) -> BatchSummary:
-    """Run `process` on every job; `process` writes `job.target` (atomically) itself and may
-    return details for the report. Errors are per file; Ctrl-C ends the batch cleanly."""
+    """Run `process` on every job; `process` writes `job.target` (atomically) itself, and the
+    `companions` files beside it (`Job.sibling` suffixes), and may return details for the report.
+    A job whose output or any companion exists is skipped or failed (`existing`) unless it is
+    "overwrite". Errors are per file; Ctrl-C ends the batch cleanly."""
     results: list[FileResult] = []
     summary = BatchSummary(results)
     started = time.perf_counter()
@@ -247,7 +250,8 @@ def run_batch(
     try:
         for job in jobs:
             t0 = time.perf_counter()
-            if job.target.exists():
+            present = [p for p in (job.target, *(job.sibling(c) for c in companions)) if p.exists()]
+            if present and existing != "overwrite":
                 if existing == "skip":
                     result = FileResult(job.source, job.target, "skipped", details={"reason": "output exists"})
                     results.append(result)
@@ -256,7 +260,7 @@ def run_batch(
                 if existing == "error":
                     result = FileResult(
                         job.source, job.target, "failed",
-                        error=f"{job.target}: output exists (use --overwrite or --skip-existing)",
+                        error=f"{present[0]}: {'output' if present[0] == job.target else 'companion file'} exists (use --overwrite or --skip-existing)",
                     )
                     results.append(result)
                     reporter.file_done(result)
@@ -268,7 +272,7 @@ def run_batch(
             except RestoreError as exc:
                 message = str(exc) if exc.path else f"{job.source}: {exc}"
                 result = FileResult(job.source, None, "failed", error=message, seconds=time.perf_counter() - t0)
-            except (MemoryError, OSError, ValueError, RuntimeError) as exc:
+            except Exception as exc:  # one file's failure (even a bug) must not lose the rest of the batch
                 detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
                 if verbose_errors:
                     detail += "\n" + traceback.format_exc()

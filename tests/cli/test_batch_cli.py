@@ -141,6 +141,26 @@ def test_existing_output_error_skip_and_overwrite(cli, tmp_path: Path) -> None:
     assert code == 2 and out == "" and len(err.strip().splitlines()) == 1
 
 
+def test_an_existing_companion_file_is_not_overwritten(cli, tmp_path: Path) -> None:
+    # degrade writes a JSON sidecar beside its output: a sidecar that is already there counts as output.
+    make_tree(tmp_path / "in")
+    source = tmp_path / "in" / "a.png"
+    sidecar = tmp_path / "o" / "a_degraded.json"
+    sidecar.parent.mkdir()
+    sidecar.write_text("mine")
+    code, stdout, err = cli("degrade", source, "-o", tmp_path / "o", "--json")
+    assert code == 1
+    records, _ = json_lines(stdout)
+    assert records[0]["status"] == "failed" and str(sidecar) in records[0]["error"] and "companion" in records[0]["error"]
+    assert sidecar.read_text() == "mine" and not (tmp_path / "o" / "a_degraded.png").exists()
+    code, stdout, err = cli("degrade", source, "-o", tmp_path / "o", "--json", "--skip-existing")
+    assert code == 0 and json_lines(stdout)[0][0]["status"] == "skipped"
+    assert sidecar.read_text() == "mine"
+    code, stdout, err = cli("degrade", source, "-o", tmp_path / "o", "--json", "--overwrite")
+    assert code == 0, err
+    assert json.loads(sidecar.read_text())
+
+
 @pytest.mark.parametrize("extra", [(), ("--overwrite",)])
 def test_an_input_is_never_overwritten(cli, tmp_path: Path, extra: tuple[str, ...]) -> None:
     make_tree(tmp_path / "in")

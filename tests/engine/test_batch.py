@@ -146,7 +146,7 @@ def jobs_in(tmp_path: Path, count: int) -> list[Job]:
 
 def test_errors_are_per_file_and_the_batch_goes_on(tmp_path: Path) -> None:
     jobs = jobs_in(tmp_path, 4)
-    failures = {1: RestoreError("truncated image data", jobs[1].source), 2: ValueError("odd shape")}
+    failures = {1: RestoreError("truncated image data", jobs[1].source), 2: KeyError("odd shape")}
 
     def process(job: Job) -> dict:
         index = jobs.index(job)

@@ -1,32 +1,16 @@
 """`restore train sftgan-prior` and `restore train sftgan` (stages 1 and 2): parse options into an
-`SftganTrainConfig`, run the trainer, show progress on stderr. No numerics here.
-
-`cli/train.py` imports this module while it is itself being imported (to call `register`), and this
-module takes its shared option types from `cli/train.py`; `register` therefore only queues the app
-when the commands are not defined yet, and the end of this module adds them.
-"""
+`SftganTrainConfig`, run the trainer, show progress on stderr. No numerics here. `cli/train.py`
+adds these commands to `restore train` with `register`."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
 
-_PENDING: list[typer.Typer] = []
-
-
-def register(train_app: typer.Typer) -> None:
-    """Add this family's training commands to `restore train`."""
-    if "_add_commands" in globals():
-        _add_commands(train_app)
-    else:
-        _PENDING.append(train_app)
-
-
-from restore_cli.cli.common import EXIT_INTERRUPTED, examples_epilog  # noqa: E402
-from restore_cli.cli.train import (  # noqa: E402
+from restore_cli.cli.common import examples_epilog
+from restore_cli.cli.train_options import (
     PANEL_CKPT,
     PANEL_MODEL,
     PANEL_OPTIM,
@@ -51,6 +35,7 @@ from restore_cli.cli.train import (  # noqa: E402
     ValEveryOpt,
     ValOpt,
     command_line,
+    finish,
     parse_arch_config,
     parse_duration,
     parse_number_list,
@@ -80,12 +65,7 @@ def _run(kwargs: dict[str, Any], quiet: bool) -> None:
     from restore_cli.train.sftgan_trainer import SftganTrainConfig, run_sftgan_training
 
     config = SftganTrainConfig(**kwargs)
-    result = run_sftgan_training(config, SftganProgress(quiet))
-    if result.rank == 0 and result.checkpoint is not None:
-        sys.stdout.write(f"{result.checkpoint}\n")
-        sys.stdout.flush()
-    if result.reason == "interrupted":
-        raise typer.Exit(EXIT_INTERRUPTED)
+    finish(run_sftgan_training(config, SftganProgress(quiet)))
 
 
 def _shared(data: list[Path], val: Optional[Path], patch: int, batch: int, arch_config: list[str], steps: int,
@@ -176,7 +156,8 @@ def sftgan(
           "d_category_weight": d_category_weight, "d_nf": d_width}, quiet)
 
 
-def _add_commands(train_app: typer.Typer) -> None:
+def register(train_app: typer.Typer) -> None:
+    """Add this family's training commands to `restore train`."""
     train_app.command(
         "sftgan-prior",
         help="Derive K texture categories from the training images (k-means on DCT band energies, colour and edge "
@@ -198,7 +179,3 @@ def _add_commands(train_app: typer.Typer) -> None:
         ),
     )(sftgan)
 
-
-for _app in _PENDING:
-    _add_commands(_app)
-_PENDING.clear()

@@ -6,25 +6,41 @@ command runs, not at import time."""
 
 from __future__ import annotations
 
-import sys
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
 
-from restore_cli.cli.common import EXIT_INTERRUPTED, examples_epilog
+from restore_cli.cli.common import examples_epilog
+from restore_cli.cli.train_options import (
+    PANEL_CKPT,
+    PANEL_DATA,
+    PANEL_DEGRADATION,
+    PANEL_DEVICE,
+    PANEL_MODEL,
+    PANEL_OPTIM,
+    PANEL_REPORTING,
+    ChannelsChoice,
+    CheckpointEveryOpt,
+    DeviceOpt,
+    GammaOpt,
+    KeepOpt,
+    LogEveryOpt,
+    MilestonesOpt,
+    QuietOpt,
+    StepsOpt,
+    TimeLimitOpt,
+    TrainingProgress,
+    command_line,
+    finish,
+    parse_duration,
+    parse_number_list,
+)
 
-PANEL_DATA = "Data"
-PANEL_DEGRADATION = "Degradation"
-PANEL_MODEL = "Model"
 PANEL_AGENT = "Agent"
-PANEL_OPTIM = "Optimisation"
 PANEL_DQN = "Deep Q-learning (--method dqn)"
 PANEL_SEARCH = "Searched returns (--method search)"
-PANEL_CKPT = "Checkpoints"
-PANEL_DEVICE = "Device & precision"
-PANEL_REPORTING = "Reporting"
 
 
 class SeverityChoice(str, Enum):
@@ -38,12 +54,9 @@ class MethodChoice(str, Enum):
     search = "search"
 
 
-class ChannelsChoice(str, Enum):
-    gray = "1"
-    rgb = "3"
+class ToolPrecisionChoice(str, Enum):
+    """The toolchain models run in fp32 or bf16 (no fp16 path)."""
 
-
-class PrecisionChoice(str, Enum):
     auto = "auto"
     fp32 = "fp32"
     bf16 = "bf16"
@@ -54,25 +67,14 @@ ValOpt = Annotated[Optional[Path], typer.Option("--val", metavar="DIR", help="Fo
 ChannelsOpt = Annotated[ChannelsChoice, typer.Option("--channels", help="1 = gray, 3 = RGB (the reference's).", rich_help_panel=PANEL_DATA)]
 SeverityOpt = Annotated[SeverityChoice, typer.Option("--severity", help="Mixed-distortion severity (ANCHORS 4.5 windows; moderate is the training set).", rich_help_panel=PANEL_DEGRADATION)]
 SeedOpt = Annotated[int, typer.Option("--seed", min=0, help="Seed of initialisation, patches, distortions and exploration.", rich_help_panel=PANEL_OPTIM)]
-KeepOpt = Annotated[int, typer.Option("--keep", min=0, help="Checkpoints kept (newest); 0 keeps all.", rich_help_panel=PANEL_CKPT)]
-TimeLimitOpt = Annotated[Optional[str], typer.Option("--time-limit", metavar="DURATION", help="Stop cleanly and save after this long, e.g. 2h30m, 90m, 3600.", rich_help_panel=PANEL_CKPT)]
 ResumeOpt = Annotated[Optional[Path], typer.Option("--resume", metavar="CKPT|RUN", help="Continue exactly from a checkpoint folder, or a run folder's latest; give the same options as before.", rich_help_panel=PANEL_CKPT)]
-DeviceOpt = Annotated[str, typer.Option("--device", help="auto (CUDA if available), cpu, cuda or cuda:N.", rich_help_panel=PANEL_DEVICE)]
-PrecisionOpt = Annotated[PrecisionChoice, typer.Option("--precision", help="auto = bf16 on CUDA where supported, fp32 otherwise; bf16 is autocast.", rich_help_panel=PANEL_DEVICE)]
+PrecisionOpt = Annotated[ToolPrecisionChoice, typer.Option("--precision", help="auto = bf16 on CUDA where supported, fp32 otherwise; bf16 is autocast.", rich_help_panel=PANEL_DEVICE)]
 ValPatchesOpt = Annotated[int, typer.Option("--val-patches", min=1, help="Validation patches cut from --val (fixed seed).", rich_help_panel=PANEL_REPORTING)]
-StepsOpt = Annotated[int, typer.Option("--steps", min=1, help="Optimizer steps in all.", rich_help_panel=PANEL_OPTIM)]
-MilestonesOpt = Annotated[str, typer.Option("--milestones", help="Where the lr is multiplied by --lr-gamma: fractions of --steps (<1) or step numbers.", rich_help_panel=PANEL_OPTIM)]
-GammaOpt = Annotated[float, typer.Option("--lr-gamma", min=0.0, max=1.0, help="Learning-rate factor at each milestone.", rich_help_panel=PANEL_OPTIM)]
-CheckpointEveryOpt = Annotated[int, typer.Option("--checkpoint-every", min=1, help="Save a checkpoint every N steps (and at the end, on Ctrl-C and at --time-limit).", rich_help_panel=PANEL_CKPT)]
 ValEveryOpt = Annotated[int, typer.Option("--val-every", min=1, help="Validation every N steps (with --val).", rich_help_panel=PANEL_REPORTING)]
-LogEveryOpt = Annotated[int, typer.Option("--log-every", min=1, help="Write mean loss, lr and steps/s to log.jsonl every N steps.", rich_help_panel=PANEL_REPORTING)]
-QuietOpt = Annotated[bool, typer.Option("-q", "--quiet", help="No progress on stderr.", rich_help_panel=PANEL_REPORTING)]
 
 
 def _progress(quiet: bool) -> Any:
     """The training progress of `restore train`, plus search chunks and validation gains."""
-    from restore_cli.cli.train import TrainingProgress
-
     class ToolchainProgress(TrainingProgress):
         def on_record(self, record: dict[str, Any]) -> None:
             kind = record.get("kind")
@@ -84,32 +86,6 @@ def _progress(quiet: bool) -> Any:
                 super().on_record(record)
 
     return ToolchainProgress(quiet)
-
-
-def _finish(result: Any) -> None:
-    if result.checkpoint is not None:
-        sys.stdout.write(f"{result.checkpoint}\n")
-        sys.stdout.flush()
-    if result.reason == "interrupted":
-        raise typer.Exit(EXIT_INTERRUPTED)
-
-
-def _duration(text: Optional[str]) -> Optional[float]:
-    from restore_cli.cli.train import parse_duration
-
-    return None if text is None else parse_duration(text)
-
-
-def _numbers(text: str, option: str) -> tuple[float, ...]:
-    from restore_cli.cli.train import parse_number_list
-
-    return parse_number_list(text, option)
-
-
-def _command_line() -> str:
-    from restore_cli.cli.train import command_line
-
-    return command_line()
 
 
 _COMMANDS: list[tuple[str, Any, dict[str, Any]]] = []
@@ -161,7 +137,7 @@ def tools(
     time_limit: TimeLimitOpt = None,
     resume: ResumeOpt = None,
     device: DeviceOpt = "auto",
-    precision: PrecisionOpt = PrecisionChoice.auto,
+    precision: PrecisionOpt = ToolPrecisionChoice.auto,
     val_every: ValEveryOpt = 1000,
     val_patches: ValPatchesOpt = 96,
     log_every: LogEveryOpt = 100,
@@ -175,13 +151,13 @@ def tools(
     config = ToolsConfig(
         data=tuple(data), output=output, mode="joint" if joint else "generic" if generic else "single", val=val,
         channels=int(channels.value), patch=patch, batch=batch, steps=steps, lr=lr,
-        milestones=_numbers(milestones, "--milestones"), lr_gamma=lr_gamma, severity=severity.value,
+        milestones=parse_number_list(milestones, "--milestones"), lr_gamma=lr_gamma, severity=severity.value,
         init=init, agent=agent, single_weight=single_weight, max_steps=max_steps, seed=seed, device=device,
         precision=precision.value, checkpoint_every=checkpoint_every, keep_checkpoints=keep,
-        time_limit=_duration(time_limit), val_every=val_every,
-        val_patches=val_patches, log_every=log_every, resume=resume, command_line=_command_line(),
+        time_limit=None if time_limit is None else parse_duration(time_limit), val_every=val_every,
+        val_patches=val_patches, log_every=log_every, resume=resume, command_line=command_line(),
     )
-    _finish(run_tools_training(config, _progress(quiet)))
+    finish(run_tools_training(config, _progress(quiet)))
 
 @_command(
     "agent",
@@ -233,7 +209,7 @@ def agent_command(
     time_limit: TimeLimitOpt = None,
     resume: ResumeOpt = None,
     device: DeviceOpt = "auto",
-    precision: PrecisionOpt = PrecisionChoice.auto,
+    precision: PrecisionOpt = ToolPrecisionChoice.auto,
     val_every: Annotated[Optional[int], typer.Option("--val-every", min=1, help="Validation (greedy chains on --val patches) every N steps; default 10,000 dqn, 1,000 search.", rich_help_panel=PANEL_REPORTING)] = None,
     val_patches: ValPatchesOpt = 256,
     log_every: Annotated[Optional[int], typer.Option("--log-every", min=1, help="Write loss, lr, ε and steps/s to log.jsonl every N steps; default 1,000 dqn, 100 search.", rich_help_panel=PANEL_REPORTING)] = None,
@@ -247,12 +223,12 @@ def agent_command(
         max_steps=max_steps, gamma=gamma, replay=replay, learn_start=learn_start, train_every=train_every,
         target_every=target_every, epsilon_steps=epsilon_steps, epsilon_end=epsilon_end, parallel=parallel,
         lr_half_life=lr_half_life, lr_floor=lr_floor, search_patches=search_patches, beam=beam, search_chunk=search_chunk,
-        milestones=_numbers(milestones, "--milestones"), lr_gamma=lr_gamma, seed=seed, device=device,
+        milestones=parse_number_list(milestones, "--milestones"), lr_gamma=lr_gamma, seed=seed, device=device,
         precision=precision.value, checkpoint_every=checkpoint_every, keep_checkpoints=keep,
-        time_limit=_duration(time_limit), val_every=val_every,
-        val_patches=val_patches, log_every=log_every, resume=resume, command_line=_command_line(),
+        time_limit=None if time_limit is None else parse_duration(time_limit), val_every=val_every,
+        val_patches=val_patches, log_every=log_every, resume=resume, command_line=command_line(),
     )
-    _finish(run_agent_training(config, _progress(quiet)))
+    finish(run_agent_training(config, _progress(quiet)))
 
 
 def register(train_app: typer.Typer) -> None:

@@ -32,7 +32,6 @@ CASES = {
 
 
 def run_case(name: str, precision: str, tile: str, repeat: int, quick: bool) -> dict:
-    import numpy as np
     import torch
 
     from restore_cli.engine.device import select_precision

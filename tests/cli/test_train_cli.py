@@ -10,7 +10,8 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
-from restore_cli.cli.train import parse_arch_config, parse_duration, parse_noise_range, train_app
+from restore_cli.cli.train import train_app
+from restore_cli.cli.train_options import parse_arch_config, parse_duration, parse_noise_range
 from restore_cli.errors import RestoreError
 
 TINY = ["--arch-config", "nc=8,16,16,16", "--arch-config", "nb=1", "--patch", "16", "--batch", "2", "--device", "cpu"]

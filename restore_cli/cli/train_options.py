@@ -21,7 +21,7 @@ from restore_cli.cli.common import EXIT_INTERRUPTED, stderr_console
 from restore_cli.errors import RestoreError
 
 if TYPE_CHECKING:
-    from restore_cli.train.trainer import RunInfo, TrainResult
+    from restore_cli.train.progress import RunInfo, TrainResult
 
 PANEL_DATA = "Data"
 PANEL_DEGRADATION = "Degradation"

@@ -62,7 +62,8 @@ class SftganProgress(TrainingProgress):
 
 
 def _run(kwargs: dict[str, Any], quiet: bool) -> None:
-    from restore_cli.train.sftgan_trainer import SftganTrainConfig, run_sftgan_training
+    from restore_cli.train.sftgan_config import SftganTrainConfig
+    from restore_cli.train.sftgan_trainer import run_sftgan_training
 
     config = SftganTrainConfig(**kwargs)
     finish(run_sftgan_training(config, SftganProgress(quiet)))

@@ -144,7 +144,8 @@ def tools(
     quiet: QuietOpt = False,
 ) -> None:
     from restore_cli.errors import RestoreError
-    from restore_cli.train.toolchain_trainer import ToolsConfig, run_tools_training
+    from restore_cli.train.toolchain_config import ToolsConfig
+    from restore_cli.train.toolchain_trainer import run_tools_training
 
     if joint and generic:
         raise RestoreError("--joint and --generic exclude each other")
@@ -215,7 +216,8 @@ def agent_command(
     log_every: Annotated[Optional[int], typer.Option("--log-every", min=1, help="Write loss, lr, ε and steps/s to log.jsonl every N steps; default 1,000 dqn, 100 search.", rich_help_panel=PANEL_REPORTING)] = None,
     quiet: QuietOpt = False,
 ) -> None:
-    from restore_cli.train.toolchain_trainer import AgentConfig, run_agent_training
+    from restore_cli.train.toolchain_config import AgentConfig
+    from restore_cli.train.toolchain_trainer import run_agent_training
 
     config = AgentConfig(
         data=tuple(data), output=output, toolbox=toolbox, method=method.value, val=val, channels=int(channels.value),

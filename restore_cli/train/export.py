@@ -111,11 +111,11 @@ def export_checkpoint(
     state = read_checkpoint_state(path)
     # Model families with their own checkpoint layout have their own exporter.
     if state.get("family") == "sftgan":
-        from restore_cli.train.sftgan_trainer import export_sftgan_checkpoint
+        from restore_cli.train.sftgan_export import export_sftgan_checkpoint
 
         return export_sftgan_checkpoint(checkpoint, name, directory, metrics, overwrite)
     if state.get("family") == "toolchain":
-        from restore_cli.train.toolchain_trainer import export_toolchain_checkpoint
+        from restore_cli.train.toolchain_export import export_toolchain_checkpoint
 
         return export_toolchain_checkpoint(checkpoint, name, directory, metrics, overwrite)
     config = TrainConfig.from_json(state["config"])

@@ -26,12 +26,9 @@ from restore_cli.errors import RestoreError
 from restore_cli.models.sft import SFTGAN
 from restore_cli.train import checkpoint as ckpt
 from restore_cli.train.sftgan_data import IGNORE, clusters_of, gan_batch, lr_from_hr
-from restore_cli.train.sftgan_trainer import (
-    SftganTrainConfig,
-    export_sftgan_checkpoint,
-    load_prior_network,
-    run_sftgan_training,
-)
+from restore_cli.train.sftgan_config import SftganTrainConfig
+from restore_cli.train.sftgan_export import export_sftgan_checkpoint
+from restore_cli.train.sftgan_trainer import load_prior_network, run_sftgan_training
 from restore_cli.ops.resize import matlab_imresize
 from restore_cli.train.data import load_image_set
 
@@ -229,7 +226,8 @@ WORKER = textwrap.dedent(
     from pathlib import Path
     import torch
     from safetensors.torch import save_file
-    from restore_cli.train.sftgan_trainer import SftganTrainConfig, run_sftgan_training
+    from restore_cli.train.sftgan_config import SftganTrainConfig
+    from restore_cli.train.sftgan_trainer import run_sftgan_training
 
     torch.set_num_threads(1)
     config = SftganTrainConfig.from_json(json.loads(Path(sys.argv[1]).read_text()))

@@ -26,22 +26,11 @@ from restore_cli.ops.kernels import fspecial_gaussian
 from restore_cli.ops.patches import patch_psnr
 from restore_cli.train.data import ImageSet
 from restore_cli.train.toolchain_data import PatchPairs, apply_single_distortion, draw_tool_parameters, multi_scale_set
-from restore_cli.train.toolchain_trainer import (
-    AgentConfig,
-    DQNLearner,
-    DQNSettings,
-    Episode,
-    ReplayMemory,
-    SearchSet,
-    ToolsConfig,
-    dqn_learning_rate,
-    epsilon_at,
-    export_toolchain_checkpoint,
-    run_agent_training,
-    run_tools_training,
-    search_regression_step,
-    search_returns,
-)
+from restore_cli.train.toolchain_config import AgentConfig, ToolsConfig
+from restore_cli.train.toolchain_dqn import DQNLearner, DQNSettings, Episode, ReplayMemory, dqn_learning_rate, epsilon_at
+from restore_cli.train.toolchain_export import export_toolchain_checkpoint
+from restore_cli.train.toolchain_search import SearchSet, search_regression_step, search_returns
+from restore_cli.train.toolchain_trainer import run_agent_training, run_tools_training
 
 
 @pytest.fixture(autouse=True)

@@ -16,10 +16,10 @@ from safetensors.torch import load_file, save_file
 from scipy import ndimage
 
 from restore_cli.errors import RestoreError
+from restore_cli.train.run_loop import learning_rate_at
 from restore_cli.train.trainer import (
     TrainConfig,
     build_training_model,
-    learning_rate_at,
     initialise_model,
     load_init_weights,
     run_training,

@@ -1,0 +1,105 @@
+"""Export of an SFT-GAN training checkpoint (prior network or generator with its prior) into the
+weights store, with the manifest's `training` table and the categories the prior learned."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from restore_cli.errors import RestoreError
+from restore_cli.models.sft import SCALE, CategoryPriorNet
+from restore_cli.models.sftgan_architectures import TEXTURE_TASK
+from restore_cli.train import checkpoint as ckpt
+from restore_cli.train.sftgan_config import FAMILY, SftganTrainConfig
+from restore_cli.train.sftgan_data import clusters_of
+
+def training_record(config: SftganTrainConfig, state: dict[str, Any], checkpoint: Path) -> dict[str, Any]:
+    """The manifest's `training` table of an exported SFT-GAN model."""
+    record: dict[str, Any] = {
+        "task": config.task,
+        "stage": config.stage,
+        "data": [str(p) for p in config.data],
+        "val": None if config.val is None else str(config.val),
+        "steps": int(state["step"]),
+        "planned_steps": config.steps,
+        "seed": config.seed,
+        "batch": config.batch,
+        "patch": config.patch,
+        "lr_from": "matlab bicubic x1/4 of the HR patch, 8-bit",
+        "processes": int(state.get("world_size", 1)),
+        "lr": config.lr,
+        "milestones": list(config.resolved_milestones()),
+        "lr_gamma": config.lr_gamma,
+        "optimizer": "adam(0.9, 0.999)",
+        "precision": state.get("precision"),
+        "data_fingerprint": state.get("data_fingerprint"),
+        "images": state.get("images"),
+        "last_val": state.get("last_val"),
+        "elapsed_s": state.get("elapsed_s"),
+        "checkpoint": str(checkpoint),
+        "command": config.command_line,
+    }
+    if config.task == "sftgan-prior":
+        record.update(cluster_samples=config.cluster_samples)
+    elif config.stage == 2:
+        record.update(d_lr=config.d_lr, sft_lr_factor=config.sft_lr_factor, trunk_warmup_steps=config.warmup_steps(),
+                      losses={"pixel_l1": config.pixel_weight, "discriminator_feature_matching": config.feature_weight,
+                              "gan_vanilla": config.gan_weight, "category": config.category_weight,
+                              "discriminator_category": config.d_category_weight})
+    else:
+        record.update(losses={"pixel_l1": 1.0})
+    return record
+
+
+def export_sftgan_checkpoint(checkpoint: Path, name: str, directory: Path | None = None,
+                             metrics: dict[str, Any] | None = None, overwrite: bool = False) -> Any:
+    """Write DIR/NAME.safetensors (arch sftgan or sftgan-prior; the discriminator is left out) and
+    its manifest entry (task TEXTURE_TASK, ×4, RGB). Same rules as `train.export.export_checkpoint`."""
+    from restore_cli.engine.weights import safetensors_bytes
+
+    from restore_cli.engine.weights import ModelEntry, add_manifest_entry, load_manifest, sha256_file, weights_dir
+    from restore_cli.io.atomic import atomic_write_bytes
+    from restore_cli.models.architectures import build_model
+    from restore_cli.train.export import MODEL_NAME_RE, ExportResult
+
+    if not MODEL_NAME_RE.match(name):
+        raise RestoreError(f"model name {name!r} must be letters, digits, '.', '_' or '-' (not starting with a symbol)")
+    path = ckpt.resolve_checkpoint(checkpoint)
+    state = ckpt.read_checkpoint_state(path)
+    if state.get("family") != FAMILY:
+        raise RestoreError(f"not an SFT-GAN training checkpoint (task {state.get('task')!r})", path)
+    config = SftganTrainConfig.from_json(state["config"])
+    arch, model_config = state["arch"], state["model_config"]
+    tensors = {k: v.to(torch.float32).contiguous() for k, v in ckpt.read_model_tensors(path).items()
+               if not k.startswith("discriminator.")}
+    if arch not in ("sftgan", "sftgan-prior"):
+        raise RestoreError(f"cannot export architecture {arch!r} here", path)
+    model = build_model(arch, model_config)
+    try:
+        model.load_state_dict(tensors, strict=True)
+    except (RuntimeError, ValueError) as exc:
+        raise RestoreError(f"checkpoint tensors do not fit {arch} {model_config} ({str(exc).splitlines()[0]})", path) from None
+    directory = weights_dir() if directory is None else Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    target = directory / f"{name}.safetensors"
+    if not overwrite and (target.exists() or name in load_manifest(directory)):
+        raise RestoreError(f"a model named {name!r} already exists; choose another --name or pass --overwrite", target)
+    metadata = {"arch": arch, "config": json.dumps(model_config), "task": TEXTURE_TASK, "name": name}
+    atomic_write_bytes(target, safetensors_bytes(tensors, metadata=metadata))
+    prior = model.prior if arch == "sftgan" else model
+    training = {**training_record(config, state, path), "categories": category_descriptions(prior)}  # type: ignore[arg-type]
+    entry = ModelEntry(name=name, file=target.name, sha256=sha256_file(target), arch=arch, config=model_config,
+                       task=TEXTURE_TASK, scales=[SCALE], channels=3, tiling="safe", training=training,
+                       metrics=dict(metrics or {}))
+    manifest = add_manifest_entry(entry, directory)
+    return ExportResult(weights=target, manifest=manifest, entry=entry)
+
+
+def category_descriptions(prior: CategoryPriorNet) -> list[str]:
+    """What each category of a trained prior network captures (from its cluster centres)."""
+    from restore_cli.ops.texture_categories import describe_category
+
+    return [describe_category(centre) for centre in clusters_of(prior).raw_centres()]

@@ -438,9 +438,11 @@ def evaluate(config: EvalConfig, methods: list[Method], *, save: SaveOptions | N
     total = len(files) * len(config.settings)
     done = 0
     items: set[str] = set()
+    channel_counts: set[int] = set()
     for path in files:
         stem = path.stem
         image = read_levels(path)
+        channel_counts.add(int(image.shape[-1]))
         previous_setting = None
         for case in make_cases(config, stem, path, image):
             scores: dict[str, dict[str, float]] = {}
@@ -478,7 +480,8 @@ def evaluate(config: EvalConfig, methods: list[Method], *, save: SaveOptions | N
         **(run_details or {}),
     }
     data = {"dir": str(config.data), "name": Path(config.data).resolve().name, "count": len(files),
-            "total_in_dir": total_files, "limit": config.limit, "images": [p.name for p in files]}
+            "total_in_dir": total_files, "limit": config.limit, "images": [p.name for p in files],
+            "image_channels": sorted(channel_counts)}
     if config.protocol is ProtocolName.toolchain and config.patch:
         data["items"] = len(items)
     return Report(

@@ -248,6 +248,8 @@ def table_caption(report: Report) -> str:
     if data.get("name"):
         parts.append(f"{data['name']} ({data.get('count', '?')} images)")
     channel = {"rgb": "RGB", "y": "Y (BT.601)", "gray": "gray"}.get(d.get("channel", ""), d.get("channel", ""))
+    if d.get("channel") == "rgb" and data.get("image_channels") == [1]:
+        channel = "gray"  # all channels of images that have only one
     if channel:
         parts.append(f"{channel}, border {d.get('crop_border', '?')}")
     if "seed" in d:

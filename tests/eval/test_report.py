@@ -136,3 +136,16 @@ def test_compare_notes_different_image_sets() -> None:
     b = table1_report(kernels=3)
     b.data = {"name": "set", "count": 1, "images": ["im0.png"]}
     assert any(d.startswith("images:") for d in compare_reports(a, b).differences)
+
+
+@pytest.mark.parametrize(("channels", "word"), [([1], "gray, border 0"), ([3], "RGB, border 0"), ([1, 3], "RGB, border 0")])
+def test_caption_names_gray_data_gray(channels: list[int], word: str) -> None:
+    from restore_cli.eval.report import table_caption
+
+    report = Report(
+        protocol="denoise", protocol_details={"channel": "rgb", "crop_border": 0, "seed": 0},
+        data={"name": "BSD68", "count": 1, "image_channels": channels}, settings=[{"name": "n15", "label": "σ 15"}],
+        methods=[{"key": "model", "label": "m"}], metrics=["psnr"],
+        records=[{"image": "a", "setting": "n15", "method": "model", "psnr": 30.0}], layout={"kind": "long"},
+    )
+    assert table_caption(report) == f"`restore eval denoise` · BSD68 (1 images) · {word} · seed 0"

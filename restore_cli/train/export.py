@@ -8,27 +8,15 @@ entry records the architecture, task, scales, channels, sha256 and how the model
 from __future__ import annotations
 
 import json
-import re
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from restore_cli.engine.weights import ModelEntry, add_manifest_entry, load_manifest, safetensors_bytes, sha256_file, weights_dir
 from restore_cli.errors import RestoreError
-from restore_cli.io.atomic import atomic_write_bytes
 from restore_cli.train.checkpoint import read_checkpoint_state, read_model_tensors, resolve_checkpoint
+from restore_cli.train.model_export import ExportResult, check_model_name, fitted_model, write_model
 from restore_cli.train.trainer import MANIFEST_TASK, TrainConfig
-
-MODEL_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-
-
-@dataclass(frozen=True)
-class ExportResult:
-    weights: Path
-    manifest: Path
-    entry: ModelEntry
 
 
 def training_record(config: TrainConfig, state: dict[str, Any], checkpoint: Path) -> dict[str, Any]:
@@ -105,8 +93,7 @@ def export_checkpoint(
     `checkpoint` is a checkpoint folder or a run folder (its `latest`). Refuses to replace an
     existing model of that name unless `overwrite`.
     """
-    if not MODEL_NAME_RE.match(name):
-        raise RestoreError(f"model name {name!r} must be letters, digits, '.', '_' or '-' (not starting with a symbol)")
+    check_model_name(name)
     path = resolve_checkpoint(checkpoint)
     state = read_checkpoint_state(path)
     # Model families with their own checkpoint layout have their own exporter.
@@ -121,34 +108,9 @@ def export_checkpoint(
     config = TrainConfig.from_json(state["config"])
     arch, model_config = state["arch"], state["model_config"]
     tensors = {k: v.to(torch.float32).contiguous() for k, v in read_model_tensors(path).items()}
-
-    from restore_cli.models.architectures import build_model
-
-    try:
-        build_model(arch, model_config).load_state_dict(tensors, strict=True)
-    except (RuntimeError, ValueError) as exc:
-        raise RestoreError(f"checkpoint tensors do not fit {arch} {model_config} ({str(exc).splitlines()[0]})", path) from None
-
-    directory = weights_dir() if directory is None else Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    target = directory / f"{name}.safetensors"
-    if not overwrite and (target.exists() or name in load_manifest(directory)):
-        raise RestoreError(f"a model named {name!r} already exists; choose another --name or pass --overwrite", target)
-    metadata = {"arch": arch, "config": json.dumps(model_config), "task": MANIFEST_TASK[config.task], "name": name}
-    atomic_write_bytes(target, safetensors_bytes(tensors, metadata=metadata))
-
-    entry = ModelEntry(
-        name=name,
-        file=target.name,
-        sha256=sha256_file(target),
-        arch=arch,
-        config=model_config,
-        task=MANIFEST_TASK[config.task],
-        scales=list(config.scales) if config.task == "usrnet" else [1],
-        channels=config.channels,
-        tiling="safe",
-        training=training_record(config, state, path),
-        metrics=dict(metrics or {}),
+    fitted_model(arch, model_config, tensors, path)
+    return write_model(
+        name, directory, tensors, arch=arch, model_config=model_config, task=MANIFEST_TASK[config.task],
+        scales=list(config.scales) if config.task == "usrnet" else [1], channels=config.channels,
+        training=training_record(config, state, path), metrics=metrics, overwrite=overwrite,
     )
-    manifest = add_manifest_entry(entry, directory)
-    return ExportResult(weights=target, manifest=manifest, entry=entry)

@@ -3,7 +3,6 @@ weights store, with the manifest's `training` table and the categories the prior
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -58,15 +57,9 @@ def export_sftgan_checkpoint(checkpoint: Path, name: str, directory: Path | None
                              metrics: dict[str, Any] | None = None, overwrite: bool = False) -> Any:
     """Write DIR/NAME.safetensors (arch sftgan or sftgan-prior; the discriminator is left out) and
     its manifest entry (task TEXTURE_TASK, ×4, RGB). Same rules as `train.export.export_checkpoint`."""
-    from restore_cli.engine.weights import safetensors_bytes
+    from restore_cli.train.model_export import check_model_name, fitted_model, write_model
 
-    from restore_cli.engine.weights import ModelEntry, add_manifest_entry, load_manifest, sha256_file, weights_dir
-    from restore_cli.io.atomic import atomic_write_bytes
-    from restore_cli.models.architectures import build_model
-    from restore_cli.train.export import MODEL_NAME_RE, ExportResult
-
-    if not MODEL_NAME_RE.match(name):
-        raise RestoreError(f"model name {name!r} must be letters, digits, '.', '_' or '-' (not starting with a symbol)")
+    check_model_name(name)
     path = ckpt.resolve_checkpoint(checkpoint)
     state = ckpt.read_checkpoint_state(path)
     if state.get("family") != FAMILY:
@@ -77,25 +70,11 @@ def export_sftgan_checkpoint(checkpoint: Path, name: str, directory: Path | None
                if not k.startswith("discriminator.")}
     if arch not in ("sftgan", "sftgan-prior"):
         raise RestoreError(f"cannot export architecture {arch!r} here", path)
-    model = build_model(arch, model_config)
-    try:
-        model.load_state_dict(tensors, strict=True)
-    except (RuntimeError, ValueError) as exc:
-        raise RestoreError(f"checkpoint tensors do not fit {arch} {model_config} ({str(exc).splitlines()[0]})", path) from None
-    directory = weights_dir() if directory is None else Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    target = directory / f"{name}.safetensors"
-    if not overwrite and (target.exists() or name in load_manifest(directory)):
-        raise RestoreError(f"a model named {name!r} already exists; choose another --name or pass --overwrite", target)
-    metadata = {"arch": arch, "config": json.dumps(model_config), "task": TEXTURE_TASK, "name": name}
-    atomic_write_bytes(target, safetensors_bytes(tensors, metadata=metadata))
+    model = fitted_model(arch, model_config, tensors, path)
     prior = model.prior if arch == "sftgan" else model
     training = {**training_record(config, state, path), "categories": category_descriptions(prior)}  # type: ignore[arg-type]
-    entry = ModelEntry(name=name, file=target.name, sha256=sha256_file(target), arch=arch, config=model_config,
-                       task=TEXTURE_TASK, scales=[SCALE], channels=3, tiling="safe", training=training,
-                       metrics=dict(metrics or {}))
-    manifest = add_manifest_entry(entry, directory)
-    return ExportResult(weights=target, manifest=manifest, entry=entry)
+    return write_model(name, directory, tensors, arch=arch, model_config=model_config, task=TEXTURE_TASK,
+                       scales=[SCALE], channels=3, training=training, metrics=metrics, overwrite=overwrite)
 
 
 def category_descriptions(prior: CategoryPriorNet) -> list[str]:

@@ -34,5 +34,5 @@ def run_image_batch(
     plan = OutputPlan(output=output, suffix=suffix, format=format, existing=existing, companions=companions)
     jobs = plan_jobs(expand_inputs(inputs, recursive), plan)
     reporter = ConsoleReporter(label, json_output=json_output, quiet=quiet, verbose=verbose)
-    summary = run_batch(jobs, process, reporter, existing=existing, verbose_errors=verbose, companions=companions)
+    summary = run_batch(jobs, process, reporter, existing=existing, verbose_errors=verbose)
     raise typer.Exit(summary.exit_code)

@@ -249,9 +249,9 @@ LogEveryOpt = Annotated[int, typer.Option("--log-every", min=1, help="Write mean
 QuietOpt = Annotated[bool, typer.Option("-q", "--quiet", help="No progress on stderr.", rich_help_panel=PANEL_REPORTING)]
 
 
-def finish(result: Any) -> None:
+def finish(result: TrainResult) -> None:
     """After a run: the checkpoint path on stdout (main process), exit 130 when interrupted."""
-    if getattr(result, "rank", 0) == 0 and result.checkpoint is not None:
+    if result.rank == 0 and result.checkpoint is not None:
         sys.stdout.write(f"{result.checkpoint}\n")
         sys.stdout.flush()
     if result.reason == "interrupted":

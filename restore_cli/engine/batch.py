@@ -31,10 +31,16 @@ class Job:
 
     source: Path
     target: Path
+    companions: tuple[str, ...] = ()  # suffixes of the files written beside the output (`sibling`)
 
     def sibling(self, suffix: str) -> Path:
         """A companion file of the output (sidecar, mask, spectrum): same stem, other suffix."""
         return self.target.with_name(self.target.stem + suffix)
+
+    @property
+    def written(self) -> tuple[Path, ...]:
+        """Every file the job writes: the output, then its companions."""
+        return (self.target, *(self.sibling(c) for c in self.companions))
 
 
 @dataclass
@@ -211,8 +217,8 @@ def plan_jobs(pairs: list[tuple[Path, Path]], plan: OutputPlan) -> list[Job]:
             target = plan.output / relative / _target_name(source, plan)
         else:
             target = source.parent / _target_name(source, plan)
-        job = Job(source=source, target=target)
-        for written in (target, *(job.sibling(companion) for companion in plan.companions)):
+        job = Job(source=source, target=target, companions=plan.companions)
+        for written in job.written:
             resolved = written.resolve()
             if resolved in inputs:
                 what = "the output" if written == target else f"{written} (written beside the output)"
@@ -237,12 +243,10 @@ def run_batch(
     reporter: BatchReporter,
     existing: ExistingPolicy = "error",
     verbose_errors: bool = False,
-    companions: tuple[str, ...] = (),
 ) -> BatchSummary:
-    """Run `process` on every job; `process` writes `job.target` (atomically) itself, and the
-    `companions` files beside it (`Job.sibling` suffixes), and may return details for the report.
-    A job whose output or any companion exists is skipped or failed (`existing`) unless it is
-    "overwrite". Errors are per file; Ctrl-C ends the batch cleanly."""
+    """Run `process` on every job; `process` writes `job.written` (atomically) itself and may
+    return details for the report. A job any of whose files exists is skipped or failed
+    (`existing`) unless it is "overwrite". Errors are per file; Ctrl-C ends the batch cleanly."""
     results: list[FileResult] = []
     summary = BatchSummary(results)
     started = time.perf_counter()
@@ -250,7 +254,7 @@ def run_batch(
     try:
         for job in jobs:
             t0 = time.perf_counter()
-            present = [p for p in (job.target, *(job.sibling(c) for c in companions)) if p.exists()]
+            present = [p for p in job.written if p.exists()]
             if present and existing != "overwrite":
                 if existing == "skip":
                     result = FileResult(job.source, job.target, "skipped", details={"reason": "output exists"})

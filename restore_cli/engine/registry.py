@@ -8,7 +8,7 @@ entry or from an explicit `--weights FILE.safetensors`.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,7 @@ class ResolvedModel:
     tiling: str
     weights_path: Path | None
     sha256: str | None
+    metadata: dict[str, str] = field(default_factory=dict)  # the file's safetensors metadata
 
 
 def _architecture(arch: str):
@@ -59,10 +60,10 @@ def _build(arch: str, config: dict[str, Any], tensors: dict[str, torch.Tensor], 
 def load_entry(entry: ModelEntry, directory: Path | None = None) -> ResolvedModel:
     """Verify the file's sha256, then build the model."""
     path = verify_entry(entry, directory)
-    tensors, _ = read_safetensors(path)
+    tensors, metadata = read_safetensors(path)
     module = _build(entry.arch, entry.config, tensors, path)
     return ResolvedModel(module, entry.name, entry.arch, entry.config, entry.task, list(entry.scales),
-                         entry.channels, entry.tiling, path, entry.sha256)
+                         entry.channels, entry.tiling, path, entry.sha256, metadata)
 
 
 def load_weights_file(path: Path, task: str, arch: str | None = None) -> ResolvedModel:
@@ -85,7 +86,7 @@ def load_weights_file(path: Path, task: str, arch: str | None = None) -> Resolve
     channels = int(config.get("channels", config.get("out_nc", 3)))
     scales = [1] if task == "denoise" else [1, 2, 3, 4]
     return ResolvedModel(module, Path(path).stem, arch, config, task, scales, channels, "safe", Path(path),
-                         sha256_file(path))
+                         sha256_file(path), metadata)
 
 
 def find_entry(name: str, directory: Path | None = None) -> ModelEntry:

@@ -39,6 +39,8 @@ TOOL_CONTEXT = 8
 # counts about ten maps of the first width alive at once.
 TOOL_WIDTH = 64
 AGENT_BATCH = 4096  # patches per agent forward pass
+# Agent metadata: the best single chain of tools on the agent's training patches ("noise-3,blur-2").
+FIXED_CHAIN_KEY = "fixed_chain"
 
 ToolFn = Callable[[Tensor, int], Tensor]  # (N×C×H×W, tool index) → N×C×H×W
 
@@ -61,6 +63,28 @@ def parse_tool_list(text: str) -> tuple[int, ...]:
     if not indices:
         raise RestoreError("--tools: give at least one tool")
     return tuple(sorted(indices))
+
+
+def parse_chain(text: str) -> tuple[int, ...]:
+    """`--chain noise-3,blur-2` → tool indices in the given order (repeats allowed), by name or
+    reference id (tool01…tool12)."""
+    chain: list[int] = []
+    for raw in text.split(","):
+        item = raw.strip().lower()
+        if not item:
+            continue
+        matches = [i for i, spec in enumerate(TOOL_SPECS) if item in (spec.name, spec.reference)]
+        if not matches:
+            raise RestoreError(f"--chain: unknown tool {raw.strip()!r} (tools: {', '.join(TOOL_NAMES)})")
+        chain.append(matches[0])
+    if not chain:
+        raise RestoreError("--chain: give at least one tool")
+    return tuple(chain)
+
+
+def chain_text(chain: Sequence[int]) -> str:
+    """(6, 1) → "noise-3,blur-2": the form `--chain` takes and agent metadata stores."""
+    return ",".join(TOOL_NAMES[i] for i in chain)
 
 
 def action_name(index: int) -> str:
@@ -224,6 +248,24 @@ class ToolchainRunner:
             current = current.mean(dim=1, keepdim=True)
         return current, result
 
+    def run_chain(self, x: Tensor, chain: Sequence[int]) -> Tensor:
+        """A fixed chain of tools on a 1×C×H×W image (no agent): the "fixed chain" baseline."""
+        channels = x.shape[1]
+        current = x.float()
+        if channels == 1 and self.channels == 3:
+            current = current.expand(-1, 3, -1, -1).contiguous()
+        elif channels != self.channels:
+            raise RestoreError(f"the toolbox takes {self.channels}-channel images, this one has {channels}")
+        for index in chain:
+            current = self.apply_tool(int(index), current)
+        return current.mean(dim=1, keepdim=True) if channels == 1 and self.channels == 3 else current
+
+    @property
+    def fixed_chain(self) -> tuple[int, ...] | None:
+        """The best fixed chain recorded with the agent at training (metadata `fixed_chain`), if any."""
+        text = self.agent_model.metadata.get(FIXED_CHAIN_KEY)
+        return parse_chain(text) if text else None
+
     def describe_models(self) -> dict[str, Any]:
         return {"toolbox": self.toolbox.name, "agent": self.agent_model.name}
 
@@ -364,30 +406,54 @@ class FixedChain:
 
 
 @torch.no_grad()
+def _chain_order(chain: FixedChain) -> tuple[float, int, tuple[int, ...]]:
+    return (-chain.psnr, len(chain.chain), chain.chain)
+
+
 def rank_fixed_chains(tools: ToolFn, inputs: Tensor, targets: Tensor, n_tools: int = len(TOOL_SPECS),
-                      max_steps: int = MAX_STEPS, allowed: Sequence[int] | None = None, batch: int = 256) -> list[FixedChain]:
-    """Every chain of 0..max_steps tools (the empty chain is the input itself) applied to all
-    patches, by mean PSNR, best first: 1 + 12 + 144 + 1,728 chains for 12 tools and 3 steps,
-    evaluated depth-first so that prefixes are computed once (1,884 tool runs per patch)."""
+                      max_steps: int = MAX_STEPS, allowed: Sequence[int] | None = None, batch: int = 256,
+                      beam: int | None = None) -> list[FixedChain]:
+    """Chains of 0..max_steps tools (the empty chain is the input itself) applied to all patches,
+    by mean PSNR, best first (ties: shorter, then lexicographically smaller).
+
+    beam None: every chain, 1 + 12 + 144 + 1,728 for 12 tools and 3 steps, depth-first so that
+    prefixes are computed once (1,884 tool runs per patch). beam B: level by level, only the B
+    best chains of each length are extended (12·(1 + B·(max_steps − 1)) runs per patch); the
+    result lists the chains evaluated."""
     candidates = list(range(n_tools)) if allowed is None else sorted(set(allowed))
     results: list[FixedChain] = []
+    if beam is None:
+        def visit(chain: tuple[int, ...], current: Tensor) -> None:
+            results.append(FixedChain(chain, float(patch_psnr(current, targets).mean())))
+            if len(chain) == max_steps:
+                return
+            for tool in candidates:
+                visit((*chain, tool), apply_tool_batched(tools, tool, current, batch))
 
-    def visit(chain: tuple[int, ...], current: Tensor) -> None:
-        results.append(FixedChain(chain, float(patch_psnr(current, targets).mean())))
-        if len(chain) == max_steps:
-            return
-        for tool in candidates:
-            visit((*chain, tool), apply_tool_batched(tools, tool, current, batch))
-
-    visit((), inputs)
-    return sorted(results, key=lambda c: (-c.psnr, len(c.chain), c.chain))
+        visit((), inputs)
+        return sorted(results, key=_chain_order)
+    if beam < 1:
+        raise ValueError("beam must be >= 1")
+    results.append(FixedChain((), float(patch_psnr(inputs, targets).mean())))
+    frontier: list[tuple[tuple[int, ...], Tensor]] = [((), inputs)]
+    for _ in range(max_steps):
+        level: list[tuple[FixedChain, Tensor]] = []
+        for chain, current in frontier:
+            for tool in candidates:
+                out = apply_tool_batched(tools, tool, current, batch)
+                level.append((FixedChain((*chain, tool), float(patch_psnr(out, targets).mean())), out))
+        level.sort(key=lambda item: _chain_order(item[0]))
+        results.extend(item[0] for item in level)
+        frontier = [(item[0].chain, item[1]) for item in level[:beam]]
+    return sorted(results, key=_chain_order)
 
 
 def best_fixed_chain(tools: ToolFn, inputs: Tensor, targets: Tensor, n_tools: int = len(TOOL_SPECS),
-                     max_steps: int = MAX_STEPS, allowed: Sequence[int] | None = None, batch: int = 256) -> FixedChain:
+                     max_steps: int = MAX_STEPS, allowed: Sequence[int] | None = None, batch: int = 256,
+                     beam: int | None = None) -> FixedChain:
     """The single chain of ≤ max_steps tools with the best mean PSNR over a set of patches (the
-    "best fixed chain" baseline); ties go to the shorter, then lexicographically smaller chain."""
-    return rank_fixed_chains(tools, inputs, targets, n_tools, max_steps, allowed, batch)[0]
+    "best fixed chain" baseline; `beam` as in `rank_fixed_chains`)."""
+    return rank_fixed_chains(tools, inputs, targets, n_tools, max_steps, allowed, batch, beam)[0]
 
 
 def module_tools(toolbox: nn.Module) -> ToolFn:

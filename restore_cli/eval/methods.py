@@ -169,6 +169,58 @@ class ToolchainMethod(Method):
         return y
 
 
+class FixedChainMethod(Method):
+    """One fixed chain of tools applied to every input, with the toolbox of a toolchain model: a
+    chain the user names (`--chain`), or the best fixed chain recorded with the agent at training
+    (`--baseline`), which is RL-Restore's "best single chain" comparison."""
+
+    kind = "baseline"
+
+    def __init__(self, runner: Any, chain: tuple[int, ...], recorded: bool) -> None:
+        from restore_cli.engine.toolchain import chain_text
+
+        self.runner = runner
+        self.chain = chain
+        text = chain_text(chain)
+        self.key = "fixed-chain" if recorded else f"chain:{text}"
+        arrow = " → ".join(text.split(","))
+        self.label = f"Fixed chain {arrow} (train-best)" if recorded else f"Chain {arrow}"
+        self.definition = (f"the tools {arrow} of toolbox '{runner.toolbox.name}' on every input"
+                           + (", the best single chain on the agent's training patches (recorded at training)" if recorded else ""))
+
+    def restore(self, case: Case) -> Tensor:
+        return self.runner.run_chain(case.degraded, self.chain)
+
+
+def fixed_chain_methods(config: EvalConfig, methods: list[Method], chains: list[str]) -> list[Method]:
+    """toolchain: the fixed chains asked for with `--chain`, and with --baseline the agent's
+    recorded best fixed chain, all run with the toolbox of the first toolchain model."""
+    if config.protocol is not ProtocolName.toolchain:
+        if chains:
+            raise RestoreError("--chain is a toolchain option")
+        return []
+    from restore_cli.engine.toolchain import parse_chain
+
+    parsed = [parse_chain(text) for text in chains]
+    if not parsed and not config.baseline:
+        return []
+    runner = next((m.runner for m in methods if isinstance(m, ToolchainMethod)), None)
+    if runner is None:
+        if parsed:
+            raise RestoreError("--chain runs the toolbox of the toolchain model: drop --no-model")
+        return []
+    out: list[Method] = []
+    recorded = runner.fixed_chain if config.baseline else None
+    if recorded:
+        out.append(FixedChainMethod(runner, recorded, recorded=True))
+    seen = {recorded} if recorded else set()
+    for chain in parsed:
+        if chain not in seen:
+            out.append(FixedChainMethod(runner, chain, recorded=False))
+            seen.add(chain)
+    return out
+
+
 def toolchain_model(config: EvalConfig, key: str, spec: ModelSpec, engine: EngineOptions,
                     log: Callable[[str], None] | None) -> Method:
     """The RL-Restore toolchain on `case.degraded` (RGB in [0, 1])."""

@@ -36,7 +36,7 @@ DEFAULT_AGENT_CADENCE: dict[str, dict[str, int]] = {
 # Fields that may differ between a checkpoint's config and the config resuming it.
 RESUME_FREE_FIELDS = frozenset({"data", "val", "output", "steps", "checkpoint_every", "keep_checkpoints", "time_limit",
                                 "val_every", "log_every", "resume", "command_line", "device", "precision", "prefetch",
-                                "milestones", "agent", "init", "toolbox"})
+                                "milestones", "agent", "init", "toolbox", "fixed_chain_patches"})
 
 
 
@@ -185,6 +185,8 @@ class AgentConfig:
     search_chunk: int = 256
     milestones: tuple[float, ...] = (0.5, 0.75, 0.9)
     lr_gamma: float = 0.5
+    # the best fixed chain on training patches (recorded with the agent; 0: not searched)
+    fixed_chain_patches: int = 256
     # run
     seed: int = 0
     device: str = "auto"
@@ -223,6 +225,7 @@ class AgentConfig:
         _need(self.lr_half_life >= 1 and self.lr_floor >= 0, "--lr-half-life >= 1 and --lr-floor >= 0")
         _need(self.search_patches >= 1 and self.search_chunk >= 1, "--search-patches and --search-chunk must be >= 1")
         _need(1 <= self.beam <= len(TOOL_SPECS), f"--beam must be in 1..{len(TOOL_SPECS)}")
+        _need(self.fixed_chain_patches >= 0, "--fixed-chain-patches must be >= 0")
         _need(0 < self.lr_gamma <= 1, f"--lr-gamma must be in (0, 1], got {self.lr_gamma}")
         for m in self.milestones:
             _need(m > 0 and (m < 1 or m == int(m)), f"--milestones: {m:g} is neither a fraction in (0, 1) nor a step number")

@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 
+from restore_cli.engine.toolchain import FIXED_CHAIN_KEY
 from restore_cli.errors import RestoreError
 from restore_cli.models.toolchain import MAX_STEPS, TOOL_NAMES, TOOL_SPECS
 from restore_cli.train import checkpoint as ckpt
@@ -42,6 +43,9 @@ def export_toolchain_checkpoint(checkpoint: Path, name: str, directory: Path | N
     if arch == "toolchain-agent":
         extra["toolbox_sha256"] = state.get("toolbox_sha256") or ""
         extra["max_steps"] = str(config.get("max_steps", MAX_STEPS))
+        fixed = state.get("fixed_chain")
+        if fixed and fixed.get("chain"):
+            extra[FIXED_CHAIN_KEY] = fixed["chain"]
     training = {
         "command": config.get("command_line", ""),
         "task": task,
@@ -62,7 +66,7 @@ def export_toolchain_checkpoint(checkpoint: Path, name: str, directory: Path | N
         "elapsed_s": state.get("elapsed_s"),
         "checkpoint": str(path),
     }
-    for key in ("toolbox_sha256", "init_sha256", "agent_sha256"):
+    for key in ("toolbox_sha256", "init_sha256", "agent_sha256", "fixed_chain"):
         if state.get(key):
             training[key] = state[key]
     if arch == "toolbox":

@@ -57,7 +57,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from restore_cli.engine.device import Placement, select_device
-from restore_cli.engine.toolchain import DEFAULT_TOOLBOX, greedy_rollout, resolve_toolchain_model
+from restore_cli.engine.toolchain import DEFAULT_TOOLBOX, chain_text, greedy_rollout, rank_fixed_chains, resolve_toolchain_model
 from restore_cli.errors import RestoreError
 from restore_cli.models.toolchain import TOOL_SPECS, ToolchainAgent
 from restore_cli.ops.patches import patch_psnr
@@ -79,6 +79,8 @@ from restore_cli.train.toolchain_dqn import DQNLearner, Episode, ToolboxEnvironm
 from restore_cli.train.toolchain_search import SearchSet, search_regression_step, search_returns
 
 SEARCH_DIR = "search"
+FIXED_CHAIN_FILE = "fixed-chain.json"
+FIXED_CHAIN_BEAM = 12
 DQN_FILE_RE = re.compile(r"^dqn-(\d+)\.safetensors$")
 
 
@@ -361,6 +363,8 @@ class _AgentRun(_ToolchainRun):
 
     def _state_extra(self) -> dict[str, Any]:
         extra: dict[str, Any] = {"toolbox_sha256": self.toolbox_sha256, "method": self.config.method}
+        if getattr(self, "fixed_chain", None):
+            extra["fixed_chain"] = {k: v for k, v in self.fixed_chain.items() if k != "fingerprint"}
         if self.config.method == "dqn":
             extra["dqn"] = self._write_dqn_file()
         return extra
@@ -390,8 +394,10 @@ class _AgentRun(_ToolchainRun):
         """The agent draws its own patches (episodes, search chunks): no batches made ahead."""
 
     def _prepare(self) -> StopReason | None:
-        """The search cache, chunk by chunk (kept in OUT/search/; a chunk already there is read)."""
+        """The best fixed chain (OUT/fixed-chain.json), then for --method search the search cache,
+        chunk by chunk (kept in OUT/search/; a chunk already there is read)."""
         cfg = self.config
+        self.fixed_chain = self._fixed_chain()
         if cfg.method != "search":
             return None
         folder = cfg.output / SEARCH_DIR
@@ -427,6 +433,43 @@ class _AgentRun(_ToolchainRun):
             parts.append(tensors)
         self.search = SearchSet({key: torch.cat([p[key] for p in parts]) for key in parts[0]})
         return None
+
+    def _fixed_chain(self) -> dict[str, Any] | None:
+        """The single chain of ≤ max_steps tools with the best mean PSNR on `fixed_chain_patches`
+        mixed-distortion training patches (beam 12 over prefixes): the "best fixed chain" baseline
+        the agent is compared with. Kept in OUT/fixed-chain.json (read back when its inputs match)."""
+        cfg = self.config
+        if cfg.fixed_chain_patches == 0:
+            return None
+        keys = {"toolbox": self.toolbox_sha256, "data": self.data_fingerprint, "seed": cfg.seed, "severity": cfg.severity,
+                "patch": cfg.patch, "channels": cfg.channels, "max_steps": cfg.max_steps, "patches": cfg.fixed_chain_patches,
+                "beam": FIXED_CHAIN_BEAM}
+        fingerprint = hashlib.sha256(json.dumps(keys, sort_keys=True).encode()).hexdigest()
+        path = cfg.output / FIXED_CHAIN_FILE
+        if path.is_file():
+            try:
+                stored = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, json.JSONDecodeError):
+                stored = {}
+            if stored.get("fingerprint") == fingerprint:
+                return stored
+        started = time.monotonic()
+        rng = np.random.default_rng([cfg.seed, 11])
+        generator = torch.Generator().manual_seed(cfg.seed + 11)
+        pairs = mixed_pairs(self.images, cfg.fixed_chain_patches, cfg.patch, cfg.severity, rng, generator)
+        ranking = rank_fixed_chains(self.env.apply, pairs.inputs, pairs.targets, max_steps=cfg.max_steps, beam=FIXED_CHAIN_BEAM)
+        record = {
+            "fingerprint": fingerprint, "chain": chain_text(ranking[0].chain) if ranking[0].chain else "",
+            "psnr": round(ranking[0].psnr, 4), "input_psnr": round(float(patch_psnr(pairs.inputs, pairs.targets).mean()), 4),
+            "patches": cfg.fixed_chain_patches, "severity": cfg.severity, "beam": FIXED_CHAIN_BEAM,
+            "top": [{"chain": chain_text(c.chain), "psnr": round(c.psnr, 4)} for c in ranking[:5]],
+        }
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        tmp.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
+        os.replace(tmp, path)
+        self._write_log({"kind": "fixed_chain", "step": self.step, "chain": record["chain"], "psnr": record["psnr"],
+                         "input_psnr": record["input_psnr"], "seconds": round(time.monotonic() - started, 1)})
+        return record
 
     # steps ----------------------------------------------------------------------------------------------
     def _advance(self) -> list[dict[str, float]]:

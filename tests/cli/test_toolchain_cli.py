@@ -214,3 +214,45 @@ def test_train_help_groups_options_and_ends_with_examples(cli) -> None:
         titles = re.findall(r"╭─ (.+?) ─", out)
         assert all(panel in titles for panel in panels), titles
         assert sum(1 for line in out.splitlines() if line.strip().startswith(f"$ restore train {command} ")) == 2
+
+
+def test_eval_scores_fixed_chains_beside_the_agent(cli, tmp_path: Path, models: dict[str, Path],
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """`restore eval toolchain --baseline` adds the chain recorded with the agent; `--chain` any
+    other; an agent that stops at once scores exactly as the input."""
+    from restore_cli.engine.weights import ModelEntry, add_manifest_entry, sha256_file
+
+    store = tmp_path / "store"
+    store.mkdir()
+    (store / "toolbox.safetensors").write_bytes(models["toolbox"].read_bytes())
+    add_manifest_entry(ModelEntry(name="toolbox", file="toolbox.safetensors", sha256=sha256_file(store / "toolbox.safetensors"),
+                                  arch="toolbox", config={"channels": 3}, task="toolchain"), store)
+    monkeypatch.setenv("RESTORE_WEIGHTS_DIR", str(store))
+    torch.manual_seed(0)
+    agent = build_model("toolchain-agent", AGENT)
+    with torch.no_grad():
+        agent.q.weight.zero_()
+        agent.q.bias.zero_()
+        agent.q.bias[12] = 1.0  # stop at once
+    stopper = tmp_path / "stopper.safetensors"
+    save_file({k: v.contiguous() for k, v in agent.state_dict().items()}, str(stopper),
+              metadata={"arch": "toolchain-agent", "config": json.dumps(AGENT), "fixed_chain": "noise-3,blur-1"})
+    for i in range(2):
+        picture(tmp_path / "data" / f"p{i}.png", 40, 36, seed=i)
+    out = tmp_path / "report.json"
+    code, _, stderr = cli("eval", "toolchain", "--data", tmp_path / "data", "--weights", stopper, "--baseline",
+                          "--chain", "blur-1", "--chain", "noise-3,blur-1", "--level", "moderate", "--json", out, "-q")
+    assert code == 0, stderr
+    report = json.loads(out.read_text())
+    methods = {m["key"]: m for m in report["methods"]}
+    assert list(methods) == ["model", "input", "fixed-chain", "chain:blur-1"]  # the repeated chain is scored once
+    assert methods["fixed-chain"]["label"] == "Fixed chain noise-3 → blur-1 (train-best)"
+    avg = {a["method"]: a["psnr"] for a in report["averages"]}
+    assert avg["model"] == avg["input"]
+    assert avg["fixed-chain"] != avg["input"] and avg["chain:blur-1"] != avg["fixed-chain"]
+    for args, message in ((["--no-model", "--chain", "blur-1"], "drop --no-model"), (["--chain", "sharpen"], "unknown tool 'sharpen'")):
+        code, _, stderr = cli("eval", "toolchain", "--data", tmp_path / "data", *args, "--weights", stopper) if "--no-model" not in args \
+            else cli("eval", "toolchain", "--data", tmp_path / "data", *args)
+        assert code == 2 and message in stderr and len(stderr.strip().splitlines()) == 1, stderr
+    code, _, stderr = cli("eval", "denoise", "--data", tmp_path / "data", "--no-model", "--chain", "blur-1")
+    assert code == 2 and "--chain is a toolchain option" in stderr

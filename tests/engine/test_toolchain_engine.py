@@ -18,11 +18,14 @@ from restore_cli.engine.device import Placement
 from restore_cli.engine.registry import ResolvedModel
 from restore_cli.engine.restore import TileRequest
 from restore_cli.engine.toolchain import (
+    FIXED_CHAIN_KEY,
     TOOL_CONTEXT,
     ToolchainRunner,
     best_fixed_chain,
+    chain_text,
     greedy_rollout,
     load_toolchain,
+    parse_chain,
     parse_tool_list,
     rank_fixed_chains,
 )
@@ -193,6 +196,54 @@ def test_best_fixed_chain_agrees_with_brute_force() -> None:
     ranking = rank_fixed_chains(shift_tools, inputs, clean, n_tools=2, max_steps=3)
     assert len(ranking) == 1 + 2 + 4 + 8 and sorted(r.chain for r in ranking) == sorted(brute)
     assert best_fixed_chain(shift_tools, inputs, clean, n_tools=2, allowed=[1]).chain == ()  # only tool 1: doing nothing wins
+
+
+def test_beam_ranking_extends_only_the_best_prefixes() -> None:
+    """A beam wide enough to keep every prefix gives the exhaustive ranking; beam 1 follows the
+    best chain of each length: tool 0 helps once, a second time overshoots, so beam 1 scores
+    (0,), then (0, 0)/(0, 1) and (0, ·, ·): 1 + 3·2 chains."""
+    torch.manual_seed(5)
+    clean = 0.3 + 0.4 * torch.rand(4, 1, 5, 5)
+    inputs = clean + 0.1
+    full = rank_fixed_chains(shift_tools, inputs, clean, n_tools=2, max_steps=3)
+    wide = rank_fixed_chains(shift_tools, inputs, clean, n_tools=2, max_steps=3, beam=4)
+    assert [(c.chain, round(c.psnr, 6)) for c in wide] == [(c.chain, round(c.psnr, 6)) for c in full]
+    narrow = rank_fixed_chains(shift_tools, inputs, clean, n_tools=2, max_steps=3, beam=1)
+    assert len(narrow) == 1 + 3 * 2
+    assert {c.chain for c in narrow if len(c.chain) == 2} == {(0, 0), (0, 1)}
+    assert narrow[0].chain == full[0].chain == (0,)
+    assert best_fixed_chain(shift_tools, inputs, clean, n_tools=2, beam=1).chain == (0,)
+    with pytest.raises(ValueError):
+        rank_fixed_chains(shift_tools, inputs, clean, n_tools=2, beam=0)
+
+
+def test_parse_chain_keeps_order_and_repeats() -> None:
+    assert parse_chain("noise-3, blur-2,noise-3") == (6, 1, 6)
+    assert parse_chain("tool12") == (11,)
+    assert chain_text(parse_chain("jpeg-1,blur-4")) == "jpeg-1,blur-4"
+    with pytest.raises(RestoreError, match="unknown tool 'blur'"):
+        parse_chain("blur")  # a kind is not one tool
+    with pytest.raises(RestoreError, match="at least one"):
+        parse_chain(" , ")
+
+
+def test_run_chain_applies_the_tools_in_order(toolbox: ResolvedModel) -> None:
+    runner = runner_for(toolbox, constant_agent(12))
+    x = torch.rand(1, 3, 40, 50)
+    expected = reference_tool(toolbox, 4, reference_tool(toolbox, 0, x))
+    torch.testing.assert_close(runner.run_chain(x, (0, 4)), expected, atol=1e-5, rtol=0)
+    gray = x[:, :1]
+    y = runner.run_chain(gray, (2,))
+    torch.testing.assert_close(y, reference_tool(toolbox, 2, gray.expand(-1, 3, -1, -1)).mean(1, keepdim=True), atol=1e-5, rtol=0)
+    assert runner.fixed_chain is None
+
+
+def test_the_agents_recorded_fixed_chain_is_read_from_its_metadata(toolbox: ResolvedModel) -> None:
+    agent = constant_agent(12)
+    config = {"channels": 3, "tools": agent.tools, "patch": agent.patch, "hidden": agent.hidden}
+    model = ResolvedModel(agent.eval(), "agent", "toolchain-agent", config, "toolchain", [1], 3, "safe", None, None,
+                          {FIXED_CHAIN_KEY: "noise-3,blur-2"})
+    assert ToolchainRunner(toolbox, model, CPU).fixed_chain == (6, 1)
 
 
 def save(path: Path, arch: str, config: dict) -> Path:

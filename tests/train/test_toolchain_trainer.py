@@ -16,7 +16,7 @@ from safetensors.torch import load_file, save_file
 from scipy import ndimage
 
 from restore_cli.engine.registry import load_entry
-from restore_cli.engine.toolchain import greedy_rollout, load_toolchain
+from restore_cli.engine.toolchain import greedy_rollout, load_toolchain, parse_chain
 from restore_cli.engine.weights import load_manifest, read_safetensors, sha256_file
 from restore_cli.errors import RestoreError
 from restore_cli.models.architectures import build_model
@@ -330,7 +330,7 @@ def toolbox_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def agent_config(data: Path, output: Path, toolbox: Path, **overrides: Any) -> AgentConfig:
     base: dict[str, Any] = dict(data=(data,), output=output, toolbox=str(toolbox), patch=16, hidden=8, batch=4, parallel=4,
                                 replay=60, learn_start=4, train_every=2, target_every=6, epsilon_steps=20, steps=24,
-                                checkpoint_every=10**6, log_every=5, seed=2, device="cpu")
+                                checkpoint_every=10**6, log_every=5, seed=2, device="cpu", fixed_chain_patches=0)
     base.update(overrides)
     return AgentConfig(**base)
 
@@ -357,7 +357,7 @@ def test_dqn_agent_training_resumes_bit_exactly(data: Path, tmp_path: Path, tool
 def test_search_agent_training_resumes_bit_exactly_and_exports_a_working_toolchain(
         data: Path, tmp_path: Path, toolbox_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     options = dict(method="search", search_patches=6, search_chunk=4, beam=2, steps=6, milestones=(4,), val=data,
-                   val_patches=4, val_every=3)
+                   val_patches=4, val_every=3, fixed_chain_patches=4)
     straight = run_agent_training(agent_config(data, tmp_path / "a", toolbox_file, **options))
     first = run_agent_training(agent_config(data, tmp_path / "b", toolbox_file, **{**options, "steps": 3}))
     resumed = run_agent_training(agent_config(data, tmp_path / "b", toolbox_file, resume=tmp_path / "b", **options))
@@ -368,6 +368,13 @@ def test_search_agent_training_resumes_bit_exactly_and_exports_a_working_toolcha
     assert load_file(str(chunks[1]))["states.0"].shape[0] == 2  # 6 patches = 4 + 2
     records = [json.loads(line) for line in (tmp_path / "a" / "log.jsonl").read_text().splitlines()]
     assert [r["chunk"] for r in records if r["kind"] == "search"] == [1, 2]
+    fixed = json.loads((tmp_path / "a" / "fixed-chain.json").read_text())
+    assert [r["chain"] for r in records if r["kind"] == "fixed_chain"] == [fixed["chain"]]
+    scores = [t["psnr"] for t in fixed["top"]]
+    assert scores == sorted(scores, reverse=True) and fixed["psnr"] == scores[0] and fixed["top"][0]["chain"] == fixed["chain"]
+    assert fixed["psnr"] >= fixed["input_psnr"]  # the empty chain (the input) is one of the candidates
+    resumed_records = [json.loads(line) for line in (tmp_path / "b" / "log.jsonl").read_text().splitlines()]
+    assert sum(r["kind"] == "fixed_chain" for r in resumed_records) == 1  # the resumed run read it back
     assert {"psnr", "gain", "stop_at_start"} <= set(next(r for r in records if r["kind"] == "val"))
 
     weights = tmp_path / "weights"
@@ -381,10 +388,13 @@ def test_search_agent_training_resumes_bit_exactly_and_exports_a_working_toolcha
     entry = load_manifest(weights)["toolchain-agent"]
     assert entry.task == "toolchain" and entry.training["toolbox_sha256"] == box_sha and entry.training["mode"] == "search"
     assert read_safetensors(weights / entry.file)[1]["toolbox_sha256"] == box_sha
+    assert entry.training["fixed_chain"]["chain"] == fixed["chain"]
+    assert read_safetensors(weights / entry.file)[1].get("fixed_chain", "") == fixed["chain"]
     monkeypatch.setenv("RESTORE_WEIGHTS_DIR", str(weights))
     runner = load_toolchain(device="cpu")  # the shipped names, sha256-checked
     y, chain = runner.run(torch.rand(1, 3, 40, 40))
     assert y.shape == (1, 3, 40, 40) and 1 <= len(chain.steps) <= 3
+    assert runner.fixed_chain == (parse_chain(fixed["chain"]) if fixed["chain"] else None)
 
 
 def test_joint_and_generic_modes(data: Path, tmp_path: Path, toolbox_file: Path) -> None:

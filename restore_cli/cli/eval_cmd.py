@@ -72,6 +72,8 @@ def register(app: typer.Typer) -> None:
         short_help="Benchmark protocols (denoise, usrnet-table1, bicubic-sr, deblur, toolchain, jpeg, sfm-sweep).",
         epilog=examples_epilog(
             "restore eval usrnet-table1 --data ../shared/datasets/CBSD68 --model usrnet --baseline --json table1.json --markdown table1.md",
+            "restore eval usrnet-table1 --data ../shared/datasets/CBSD68 --shard 2/4 --json part2.json -q",
+            "restore eval --merge part1.json --merge part2.json --merge part3.json --merge part4.json --json table1.json",
             "restore eval --compare before.json after.json",
         ),
     )(eval_command)
@@ -86,6 +88,7 @@ def eval_command(
     data: Annotated[Optional[Path], typer.Option("--data", help="Folder of ground-truth images (sorted by name).", rich_help_panel=PANEL_DATA, show_default=False)] = None,
     lr: Annotated[Optional[str], typer.Option("--lr", help="bicubic-sr: read the LR images from this folder instead of making them ('{scale}' in the name is replaced by the scale; files <stem>x<s>.*, <stem>_x<s>.* or <stem>.*).", rich_help_panel=PANEL_DATA, show_default=False)] = None,
     limit: Annotated[Optional[int], typer.Option("--limit", min=1, help="Evaluate only the first N images (a quick look).", rich_help_panel=PANEL_DATA, show_default=False)] = None,
+    shard: Annotated[Optional[str], typer.Option("--shard", help="Evaluate part K of N: images K, K+N, K+2N, … of the sorted list (after --limit), e.g. 2/4; join the parts' --json reports with --merge.", rich_help_panel=PANEL_DATA, show_default=False)] = None,
     noise: Annotated[Optional[str], typer.Option("--noise", help="Noise σ list on the 0–255 scale, e.g. 15,25,50 \\[default: per protocol: 15,25,50; Table 1 rows; 0; 7.65 for deblur; 10,…,100 for sfm-sweep].", rich_help_panel=PANEL_PROTOCOL, show_default=False)] = None,
     scale: Annotated[Optional[str], typer.Option("-s", "--scale", help="Scale list, e.g. 2,3,4 \\[default: Table 1 rows / 2,3,4].", rich_help_panel=PANEL_PROTOCOL, show_default=False)] = None,
     kernels: Annotated[Optional[Path], typer.Option("--kernels", help="Kernel file (.mat with many kernels, .npy, .png) \\[default: ../shared/datasets/kernels/kernels_12.mat, kernels_bicubicx234.mat or Levin09.mat].", rich_help_panel=PANEL_PROTOCOL, show_default=False)] = None,
@@ -115,6 +118,7 @@ def eval_command(
     save_images: Annotated[Optional[Path], typer.Option("--save-images", help="Keep the restored images here, as <stem>_<setting>.png (baselines: _<name>).", rich_help_panel=PANEL_REPORTING, show_default=False)] = None,
     save_inputs: Annotated[bool, typer.Option("--save-inputs", help="With --save-images, also keep the degraded inputs (<stem>_<setting>_input.png, quantised).", rich_help_panel=PANEL_REPORTING)] = False,
     compare: Annotated[Optional[tuple[Path, Path]], typer.Option("--compare", help="Lay two JSON reports side by side with their differences (no model run).", rich_help_panel=PANEL_REPORTING, show_default=False)] = None,
+    merge: Annotated[Optional[list[Path]], typer.Option("--merge", help="Join the --json reports of a run split with --shard into one (repeat: --merge a.json --merge b.json …; no model run); print and write it like a run's.", rich_help_panel=PANEL_REPORTING, show_default=False)] = None,
     quiet: QuietOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:
@@ -123,6 +127,11 @@ def eval_command(
         if protocol is not None or data is not None:
             raise RestoreError("--compare takes two reports and no protocol or --data")
         _compare(compare[0], compare[1], json_file, markdown, quiet)
+        return
+    if merge:
+        if protocol is not None or data is not None or compare is not None:
+            raise RestoreError("--merge takes reports and no protocol, --data or --compare")
+        _merge(merge, json_file, markdown, quiet)
         return
     if protocol is None:
         raise RestoreError("give a protocol (denoise, usrnet-table1, bicubic-sr, deblur, toolchain, jpeg, sfm-sweep) or --compare A.json B.json")
@@ -137,7 +146,7 @@ def eval_command(
     from restore_cli.eval.methods import EngineOptions, ModelSpec, fixed_chain_methods, model_methods
     from restore_cli.eval.protocols import SaveOptions, build_config, evaluate, settings_summary
     from restore_cli.eval.report import markdown_table, report_json_text, report_table, rich_table
-    from restore_cli.eval.settings import parse_float_list, parse_int_list, parse_levels
+    from restore_cli.eval.settings import parse_float_list, parse_int_list, parse_levels, parse_shard
 
     config = build_config(
         protocol, data,
@@ -148,6 +157,7 @@ def eval_command(
         levels=None if level is None else parse_levels(level),
         patch=patch, seed=seed, clip_noise=clip_noise, crop_border=crop_border, y_channel=y_channel,
         boundary=None if boundary is None else boundary.value, lr=lr, lr_float=lr_float, limit=limit,
+        shard=None if shard is None else parse_shard(shard),
         model_sigma=None if model_sigma is None else model_sigma.value,  # type: ignore[arg-type]
         alpha_factor=alpha_factor, baseline=baseline or no_model, ssim=ssim,
     )
@@ -225,6 +235,21 @@ def _write_text(path: Path, text: str) -> None:
         atomic_write_text(Path(path), text)
     except OSError as exc:
         raise RestoreError(f"cannot write ({exc.strerror})", path) from None
+
+
+def _merge(paths: list[Path], json_file: Optional[Path], markdown: Optional[Path], quiet: bool) -> None:
+    from restore_cli.eval.report import markdown_table, merge_reports, read_report, report_json_text, report_table, rich_table
+
+    console = stderr_console()
+    report = merge_reports([(read_report(path), str(path)) for path in paths])
+    table = report_table(report)
+    if not quiet:
+        _print_table(console, rich_table(table))
+        console.print(f"{report.data['count']} images from {len(paths)} reports", highlight=False)
+    if json_file is not None:
+        _write_text(json_file, report_json_text(report))
+    if markdown is not None:
+        _write_text(markdown, markdown_table(table))
 
 
 def _compare(a: Path, b: Path, json_file: Optional[Path], markdown: Optional[Path], quiet: bool) -> None:

@@ -121,6 +121,7 @@ def build_config(
     lr: str | None = None,
     lr_float: bool | None = None,
     limit: int | None = None,
+    shard: tuple[int, int] | None = None,
     model_sigma: ModelSigma | None = None,
     alpha_factor: float = DEFAULT_ALPHA_FACTOR,
     baseline: bool = False,
@@ -168,7 +169,7 @@ def build_config(
     return EvalConfig(
         protocol=protocol, data=data, settings=settings, channel=channel, seed=seed, clip_noise=bool(clip_noise),
         kernels=kernel_set, pad_mode=boundary or default_pad, lr_dir=lr, lr_uint8=not lr_float,
-        patch=patch or 0, limit=limit, model_sigma=model_sigma or "true", alpha_factor=alpha_factor,
+        patch=patch or 0, limit=limit, shard=shard, model_sigma=model_sigma or "true", alpha_factor=alpha_factor,
         baseline=baseline, crop_override=crop_border, ssim=default_ssim(protocol) if ssim is None else ssim,
     )
 
@@ -271,14 +272,20 @@ def protocol_metrics(config: EvalConfig) -> list[str]:
 # -- data --------------------------------------------------------------------------------------
 
 
-def list_images(folder: Path, limit: int | None = None) -> tuple[list[Path], int]:
+def list_images(folder: Path, limit: int | None = None, shard: tuple[int, int] | None = None) -> tuple[list[Path], int]:
     """Image files directly in `folder`, sorted by name (byte order); the first `limit` of them,
-    and how many there are in all."""
+    of those every n-th from the k-th with `shard` (k, n), and how many there are in all."""
     files = sorted((p for p in Path(folder).iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES),
                    key=lambda p: p.name)
     if not files:
         raise RestoreError("no images found (png, bmp, jpg, tif, webp)", folder)
-    return (files[:limit] if limit else files), len(files)
+    chosen = files[:limit] if limit else files
+    if shard is not None:
+        k, n = shard
+        chosen = chosen[k - 1::n]
+        if not chosen:
+            raise RestoreError(f"--shard {k}/{n}: no images in this part ({len(files[:limit] if limit else files)} images)", folder)
+    return chosen, len(files)
 
 
 def read_levels(path: Path) -> np.ndarray:
@@ -427,7 +434,7 @@ def evaluate(config: EvalConfig, methods: list[Method], *, save: SaveOptions | N
     `run_details` (e.g. the tiling) is recorded in the report's "run" block."""
     if not methods:
         raise RestoreError("nothing to evaluate: no model and no baselines (add --baseline)")
-    files, total_files = list_images(config.data, config.limit)
+    files, total_files = list_images(config.data, config.limit, config.shard)
     metrics = protocol_metrics(config)
     started = time.time()
     clock = time.perf_counter()
@@ -482,6 +489,8 @@ def evaluate(config: EvalConfig, methods: list[Method], *, save: SaveOptions | N
     data = {"dir": str(config.data), "name": Path(config.data).resolve().name, "count": len(files),
             "total_in_dir": total_files, "limit": config.limit, "images": [p.name for p in files],
             "image_channels": sorted(channel_counts)}
+    if config.shard is not None:
+        data["shard"] = f"{config.shard[0]}/{config.shard[1]}"
     if config.protocol is ProtocolName.toolchain and config.patch:
         data["items"] = len(items)
     return Report(

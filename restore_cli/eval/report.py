@@ -371,3 +371,70 @@ def compare_reports(a: Report, b: Report, name_a: str = "A", name_b: str = "B") 
     caption = (f"{name_a} = {_report_summary(a)}; {name_b} = {_report_summary(b)}; Δ = {name_b} − {name_a}")
     table = TableData(f"compare: {a.protocol} vs {b.protocol}", header, rows, caption, numeric_from=2)
     return Comparison(table, differences, machine)
+
+
+# -- merging the parts of a sharded run ----------------------------------------------------
+
+
+def _method_identity(method: dict[str, Any]) -> tuple[Any, ...]:
+    """What must agree between parts: the method, its weights and their precision (not the device
+    or the path the weights were read from)."""
+    models = tuple((m.get("name"), m.get("arch"), m.get("sha256"), m.get("precision")) for m in method.get("models", []))
+    return (method["key"], method.get("label"), method.get("kind"), method.get("definition", ""), models)
+
+
+def merge_reports(parts: list[tuple[Report, str]]) -> Report:
+    """One report from the parts of a run split with `--shard K/N` (or any disjoint image sets of
+    the same data): the same protocol, settings, metrics and methods (weights by sha256, and
+    precision) are required; records are joined, averages recomputed over all images."""
+    if len(parts) < 2:
+        raise RestoreError("--merge takes at least two reports")
+    first, first_name = parts[0]
+    seen: dict[str, str] = {}
+    for report, name in parts:
+        checks = (
+            ("protocol", report.protocol, first.protocol),
+            ("protocol settings", report.protocol_details, first.protocol_details),
+            ("settings", report.settings, first.settings),
+            ("metrics", report.metrics, first.metrics),
+            ("data set", report.data.get("name"), first.data.get("name")),
+            ("--limit", report.data.get("limit"), first.data.get("limit")),
+            ("methods", [_method_identity(m) for m in report.methods], [_method_identity(m) for m in first.methods]),
+        )
+        for what, value, expected in checks:
+            if value != expected:
+                raise RestoreError(f"cannot merge: its {what} differ from those of {first_name}", name)
+        for image in report.data.get("images", []):
+            if image in seen:
+                raise RestoreError(f"cannot merge: image {image} is also in {seen[image]}", name)
+            seen[image] = name
+    method_order = {m["key"]: i for i, m in enumerate(first.methods)}
+    setting_order = {s["name"]: i for i, s in enumerate(first.settings)}
+    records = sorted((r for report, _ in parts for r in report.records),
+                     key=lambda r: (r["image"], setting_order.get(r["setting"], 0), method_order.get(r["method"], 0)))
+    data = {key: value for key, value in first.data.items() if key not in ("shard", "images", "count", "items")}
+    data["images"] = sorted(seen)
+    data["count"] = len(seen)
+    data["image_channels"] = sorted({c for report, _ in parts for c in report.data.get("image_channels", [])})
+    if all("items" in report.data for report, _ in parts):
+        data["items"] = sum(int(report.data["items"]) for report, _ in parts)
+    data["merged_from"] = [{"file": name, "shard": report.data.get("shard"), "count": report.data.get("count")}
+                           for report, name in parts]
+    method_time: dict[str, float] = {}
+    for report, _ in parts:
+        for key, seconds in report.run.get("method_time_s", {}).items():
+            method_time[key] = round(method_time.get(key, 0.0) + float(seconds), 3)
+    run = {
+        "started": min(str(report.run.get("started", "")) for report, _ in parts),
+        "wall_time_s": round(sum(float(report.run.get("wall_time_s", 0.0)) for report, _ in parts), 3),
+        "method_time_s": method_time,
+        "device": ", ".join(sorted({str(report.run.get("device", "?")) for report, _ in parts})),
+        "precision": ", ".join(sorted({str(report.run.get("precision", "?")) for report, _ in parts})),
+        "command": "restore eval --merge " + " ".join(name for _, name in parts),
+        "parts": [{"file": name, "command": report.run.get("command"), "started": report.run.get("started"),
+                   "wall_time_s": report.run.get("wall_time_s"), "device": report.run.get("device")}
+                  for report, name in parts],
+    }
+    return Report(protocol=first.protocol, protocol_details=first.protocol_details, data=data, settings=first.settings,
+                  methods=first.methods, metrics=first.metrics, records=records, layout=first.layout,
+                  software=first.software, run=run)

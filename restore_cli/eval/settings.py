@@ -132,6 +132,7 @@ class EvalConfig:
     lr_uint8: bool = True  # bicubic-sr: LR rounded to uint8 after each resize axis (MATLAB uint8 imresize)
     patch: int = 0  # toolchain: P×P patches (0: whole images)
     limit: int | None = None
+    shard: tuple[int, int] | None = None  # (k, n): the k-th of n interleaved parts of the images (1-based)
     model_sigma: ModelSigma = "true"
     alpha_factor: float = 200.0
     baseline: bool = False
@@ -169,6 +170,18 @@ def parse_int_list(text: str, option: str, low: int, high: int) -> tuple[int, ..
     if any(v != int(v) for v in values):
         raise RestoreError(f"{option} {text}: expected integers")
     return tuple(int(v) for v in values)
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """`--shard 2/4` → (2, 4): images 2, 6, 10, … of the sorted list (after --limit)."""
+    parts = text.split("/")
+    try:
+        k, n = (int(part) for part in parts)
+    except ValueError:
+        raise RestoreError(f"--shard {text}: expected K/N, e.g. 2/4") from None
+    if not 1 <= k <= n:
+        raise RestoreError(f"--shard {text}: K must be in 1..N")
+    return k, n
 
 
 def parse_levels(text: str) -> tuple[str, ...]:

@@ -268,3 +268,39 @@ def test_compare_two_reports(cli, tmp_path: Path, data: Path, kernels: Path) -> 
 def test_usage_errors(cli, data: Path, args: list[str], message: str) -> None:
     code, _, stderr = cli("eval", *[a.replace("{data}", str(data)) for a in args])
     assert code == 2 and message in stderr
+
+
+def test_shards_merge_into_the_unsharded_report(cli, tmp_path: Path, data: Path, kernels: Path) -> None:
+    """--shard 1/2 and 2/2 evaluate disjoint interleaved images; --merge gives the same records
+    and averages as one run over all images, and refuses parts that do not belong together."""
+    common = ("deblur", "--data", data, "--no-model", "--kernels", kernels, "-q")
+    whole, part1, part2 = tmp_path / "whole.json", tmp_path / "p1.json", tmp_path / "p2.json"
+    for path, extra in ((whole, ("--markdown", tmp_path / "whole.md")), (part1, ("--shard", "1/2")), (part2, ("--shard", "2/2"))):
+        code, _, stderr = cli("eval", *common, *extra, "--json", path)
+        assert code == 0, stderr
+    r1, r2, rw = (json.loads(p.read_text()) for p in (part1, part2, whole))
+    assert r1["data"]["images"] == ["101085.png", "zebra.png"] and r2["data"]["images"] == ["bird.png"]
+    assert r1["data"]["shard"] == "1/2"
+    merged_path, markdown = tmp_path / "merged.json", tmp_path / "merged.md"
+    code, _, stderr = cli("eval", "--merge", part2, "--merge", part1, "--json", merged_path, "--markdown", markdown)
+    assert code == 0, stderr
+    merged = json.loads(merged_path.read_text())
+    key = lambda r: (r["image"], r["setting"], r["method"])  # noqa: E731
+    assert sorted(merged["records"], key=key) == sorted(rw["records"], key=key)
+    assert merged["averages"] == rw["averages"] and merged["data"]["count"] == 3 and "shard" not in merged["data"]
+    assert [p["shard"] for p in merged["data"]["merged_from"]] == ["2/2", "1/2"]
+    assert markdown.read_text() == (tmp_path / "whole.md").read_text()
+    # Parts that overlap or were made differently are refused with one line.
+    code, _, stderr = cli("eval", "--merge", part1, "--merge", whole)
+    assert code == 2 and "is also in" in stderr and len(stderr.strip().splitlines()) == 1
+    other = tmp_path / "other.json"
+    code, _, _ = cli("eval", *common, "--shard", "2/2", "--alpha-factor", "50", "--json", other)
+    assert code == 0
+    code, _, stderr = cli("eval", "--merge", part1, "--merge", other)
+    assert code == 2 and "methods differ" in stderr
+    code, _, stderr = cli("eval", "--merge", part1)
+    assert code == 2 and "at least two" in stderr
+    code, _, stderr = cli("eval", *common, "--shard", "3/2")
+    assert code == 2 and "--shard 3/2" in stderr
+    code, _, stderr = cli("eval", *common, "--shard", "3/4", "--limit", "2")
+    assert code == 2 and "no images in this part" in stderr

@@ -108,6 +108,7 @@ def eval_command(
     baseline: Annotated[bool, typer.Option("--baseline", help="Add baseline rows: the input itself, bicubic upsampling, Wiener / least squares with the true kernel.", rich_help_panel=PANEL_MODEL)] = False,
     no_model: Annotated[bool, typer.Option("--no-model", help="Run the baselines only (implies --baseline).", rich_help_panel=PANEL_MODEL)] = False,
     chain: Annotated[Optional[list[str]], typer.Option("--chain", help="toolchain: also score this fixed chain of tools on every input, e.g. noise-3,blur-2 (repeat for several); --baseline adds the agent's recorded best fixed chain.", rich_help_panel=PANEL_MODEL, show_default=False)] = None,
+    ablate_stop: Annotated[bool, typer.Option("--ablate-stop", help="toolchain: also score each agent with its stop action masked out (always --max-steps tools).", rich_help_panel=PANEL_MODEL)] = False,
     alpha_factor: Annotated[float, typer.Option("--alpha-factor", min=0.0, help="Baselines: α = FACTOR·max(σ, 0.5/255)² of the Wiener / least-squares inverse.", rich_help_panel=PANEL_MODEL)] = 200.0,
     tile: TileOpt = "0",
     tile_overlap: TileOverlapOpt = 32,
@@ -143,7 +144,7 @@ def eval_command(
         raise RestoreError("--no-model excludes --model and --weights")
 
     from restore_cli.eval.baselines import baseline_methods
-    from restore_cli.eval.methods import EngineOptions, ModelSpec, fixed_chain_methods, model_methods
+    from restore_cli.eval.methods import EngineOptions, ModelSpec, model_methods, toolchain_extra_methods
     from restore_cli.eval.protocols import SaveOptions, build_config, evaluate, settings_summary
     from restore_cli.eval.report import markdown_table, report_json_text, report_table, rich_table
     from restore_cli.eval.settings import parse_float_list, parse_int_list, parse_levels, parse_shard
@@ -167,7 +168,7 @@ def eval_command(
     specs = [ModelSpec(name=n) for n in (model or [])] + [ModelSpec(weights=w) for w in (weights or [])]
     engine = EngineOptions(device=device, precision=precision, tile=parse_tile(tile), tile_overlap=tile_overlap)
     methods = [] if no_model else model_methods(config, specs, engine, log)
-    methods += baseline_methods(config) + fixed_chain_methods(config, methods, list(chain or []))
+    methods += baseline_methods(config) + toolchain_extra_methods(config, methods, list(chain or []), ablate_stop)
 
     save = None if save_images is None else SaveOptions(save_images, save_inputs)
     tiling = {"tile": engine.tile if engine.tile is not None else "auto", "tile_overlap": engine.tile_overlap}

@@ -146,7 +146,7 @@ class ToolchainRunner:
 
     def __init__(self, toolbox: ResolvedModel, agent: ResolvedModel, placement: Placement,
                  tiles: TileRequest = TileRequest(), allowed_tools: Sequence[int] | None = None,
-                 max_steps: int = MAX_STEPS, log: Callable[[str], None] | None = None) -> None:
+                 max_steps: int = MAX_STEPS, log: Callable[[str], None] | None = None, allow_stop: bool = True) -> None:
         check_compatible(toolbox, agent)
         if max_steps < 1:
             raise RestoreError(f"--max-steps {max_steps}: must be at least 1")
@@ -162,7 +162,8 @@ class ToolchainRunner:
         self.allowed_tools = tuple(range(tools)) if allowed_tools is None else tuple(sorted(set(allowed_tools)))
         self.allowed = torch.zeros(tools + 1, dtype=torch.bool)
         self.allowed[list(self.allowed_tools)] = True
-        self.allowed[tools] = True  # stop is always allowed
+        self.allowed[tools] = allow_stop  # without stop (an ablation) every chain runs max_steps tools
+        self.allow_stop = allow_stop
         self._tile_after_oom: int | None = None
 
     @property
@@ -247,6 +248,11 @@ class ToolchainRunner:
         if channels == 1 and self.channels == 3:
             current = current.mean(dim=1, keepdim=True)
         return current, result
+
+    def without_stop(self) -> ToolchainRunner:
+        """The same models and settings with the stop action masked out (the stop ablation)."""
+        return ToolchainRunner(self.toolbox, self.agent_model, self.placement, self.tiles, self.allowed_tools,
+                               self.max_steps, self.log, allow_stop=False)
 
     def run_chain(self, x: Tensor, chain: Sequence[int]) -> Tensor:
         """A fixed chain of tools on a 1×C×H×W image (no agent): the "fixed chain" baseline."""

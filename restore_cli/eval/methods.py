@@ -192,24 +192,43 @@ class FixedChainMethod(Method):
         return self.runner.run_chain(case.degraded, self.chain)
 
 
-def fixed_chain_methods(config: EvalConfig, methods: list[Method], chains: list[str]) -> list[Method]:
-    """toolchain: the fixed chains asked for with `--chain`, and with --baseline the agent's
-    recorded best fixed chain, all run with the toolbox of the first toolchain model."""
+class NoStopMethod(Method):
+    """The stop ablation: the agent of a toolchain model with its stop action masked out, so that
+    every chain runs the full number of steps."""
+
+    kind = "ablation"
+
+    def __init__(self, method: ToolchainMethod) -> None:
+        self.runner = method.runner.without_stop()
+        self.key = f"{method.key}-no-stop"
+        self.label = f"{method.label}, no stop"
+        self.definition = f"the agent of {method.label} with the stop action masked out ({self.runner.max_steps} tools always)"
+
+    def restore(self, case: Case) -> Tensor:
+        y, chain = self.runner.run(case.degraded)
+        case.details[f"chain_{self.key}"] = chain.names
+        return y
+
+
+def toolchain_extra_methods(config: EvalConfig, methods: list[Method], chains: list[str],
+                            ablate_stop: bool = False) -> list[Method]:
+    """toolchain: each agent with its stop action masked out (`--ablate-stop`), the fixed chains
+    asked for with `--chain`, and with --baseline the agent's recorded best fixed chain, all run
+    with the toolbox of the first toolchain model."""
     if config.protocol is not ProtocolName.toolchain:
-        if chains:
-            raise RestoreError("--chain is a toolchain option")
+        if chains or ablate_stop:
+            raise RestoreError(f"{'--chain' if chains else '--ablate-stop'} is a toolchain option")
         return []
     from restore_cli.engine.toolchain import parse_chain
 
     parsed = [parse_chain(text) for text in chains]
-    if not parsed and not config.baseline:
+    agents = [m for m in methods if isinstance(m, ToolchainMethod)]
+    if not agents:
+        if parsed or ablate_stop:
+            raise RestoreError(f"{'--chain' if parsed else '--ablate-stop'} runs the toolchain model: drop --no-model")
         return []
-    runner = next((m.runner for m in methods if isinstance(m, ToolchainMethod)), None)
-    if runner is None:
-        if parsed:
-            raise RestoreError("--chain runs the toolbox of the toolchain model: drop --no-model")
-        return []
-    out: list[Method] = []
+    out: list[Method] = [NoStopMethod(m) for m in agents] if ablate_stop else []
+    runner = agents[0].runner
     recorded = runner.fixed_chain if config.baseline else None
     if recorded:
         out.append(FixedChainMethod(runner, recorded, recorded=True))

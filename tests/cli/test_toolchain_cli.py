@@ -241,18 +241,25 @@ def test_eval_scores_fixed_chains_beside_the_agent(cli, tmp_path: Path, models: 
         picture(tmp_path / "data" / f"p{i}.png", 40, 36, seed=i)
     out = tmp_path / "report.json"
     code, _, stderr = cli("eval", "toolchain", "--data", tmp_path / "data", "--weights", stopper, "--baseline",
-                          "--chain", "blur-1", "--chain", "noise-3,blur-1", "--level", "moderate", "--json", out, "-q")
+                          "--chain", "blur-1", "--chain", "noise-3,blur-1", "--level", "moderate", "--ablate-stop",
+                          "--json", out, "-q")
     assert code == 0, stderr
     report = json.loads(out.read_text())
     methods = {m["key"]: m for m in report["methods"]}
-    assert list(methods) == ["model", "input", "fixed-chain", "chain:blur-1"]  # the repeated chain is scored once
+    assert list(methods) == ["model", "input", "model-no-stop", "fixed-chain", "chain:blur-1"]  # the repeated chain is scored once
+    no_stop = [r for r in report["records"] if r["method"] == "model-no-stop"]
+    assert no_stop and all(len(r["details"]["chain_model-no-stop"]) == 3 and "stop" not in r["details"]["chain_model-no-stop"]
+                           for r in no_stop)  # the stop-only agent is forced through three tools
+    assert all(r["details"]["chain"] == ["stop"] for r in report["records"] if r["method"] == "model")
     assert methods["fixed-chain"]["label"] == "Fixed chain noise-3 → blur-1 (train-best)"
     avg = {a["method"]: a["psnr"] for a in report["averages"]}
     assert avg["model"] == avg["input"]
-    assert avg["fixed-chain"] != avg["input"] and avg["chain:blur-1"] != avg["fixed-chain"]
+    assert avg["fixed-chain"] != avg["input"] and avg["chain:blur-1"] != avg["fixed-chain"] and avg["model-no-stop"] != avg["input"]
     for args, message in ((["--no-model", "--chain", "blur-1"], "drop --no-model"), (["--chain", "sharpen"], "unknown tool 'sharpen'")):
         code, _, stderr = cli("eval", "toolchain", "--data", tmp_path / "data", *args, "--weights", stopper) if "--no-model" not in args \
             else cli("eval", "toolchain", "--data", tmp_path / "data", *args)
         assert code == 2 and message in stderr and len(stderr.strip().splitlines()) == 1, stderr
     code, _, stderr = cli("eval", "denoise", "--data", tmp_path / "data", "--no-model", "--chain", "blur-1")
     assert code == 2 and "--chain is a toolchain option" in stderr
+    code, _, stderr = cli("eval", "denoise", "--data", tmp_path / "data", "--no-model", "--ablate-stop")
+    assert code == 2 and "--ablate-stop is a toolchain option" in stderr

@@ -43,8 +43,10 @@ class ToolboxEnvironment:
     """Episodes on training patches (`episode_pairs`) with a frozen toolbox as the tools."""
 
     def __init__(self, toolbox: nn.Module, images: ImageSet, patch: int, severity: str, single_share: float,
-                 device: torch.device, placement: Placement, batch: int = 256) -> None:
-        self.toolbox = toolbox.to(device).eval()
+                 device: torch.device, placement: Placement, batch: int = 32) -> None:
+        # channels_last and batches of 32 patches: 1.4–1.7× faster tool runs on the CPU than NCHW
+        # (measured on 63×63 patches; larger batches are slower there, out of cache).
+        self.toolbox = toolbox.to(device).eval().to(memory_format=torch.channels_last)
         for p in self.toolbox.parameters():
             p.requires_grad_(False)
         self.images, self.patch, self.severity, self.single_share = images, patch, severity, single_share
@@ -58,7 +60,7 @@ class ToolboxEnvironment:
     def apply(self, x: Tensor, tool: int) -> Tensor:
         outs = []
         for start in range(0, x.shape[0], self.batch):
-            part = x[start:start + self.batch].to(self.device)
+            part = x[start:start + self.batch].to(self.device).contiguous(memory_format=torch.channels_last)
             with self.placement.autocast():
                 out = self.toolbox(part, tool)
             outs.append(out.float().to(x.device))

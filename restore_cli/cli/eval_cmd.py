@@ -146,7 +146,6 @@ def eval_command(
     from restore_cli.eval.baselines import baseline_methods
     from restore_cli.eval.methods import EngineOptions, ModelSpec, model_methods, toolchain_extra_methods
     from restore_cli.eval.protocols import SaveOptions, build_config, evaluate, settings_summary
-    from restore_cli.eval.report import markdown_table, report_json_text, report_table, rich_table
     from restore_cli.eval.settings import parse_float_list, parse_int_list, parse_levels, parse_shard
 
     config = build_config(
@@ -175,10 +174,18 @@ def eval_command(
     report = _run(console, lambda on_case: evaluate(config, methods, save=save, on_case=on_case,
                                                     command="restore " + " ".join(sys.argv[1:]), run_details=tiling),
                   config.protocol.value, quiet, verbose)
+    _output(console, report, f"{report.data['count']} images, {report.run['wall_time_s']:.1f} s", json_file, markdown, quiet)
+
+
+def _output(console: Console, report: Report, footer: str, json_file: Optional[Path], markdown: Optional[Path],
+            quiet: bool) -> None:
+    """The report's table on stderr (unless quiet), its JSON and Markdown where asked."""
+    from restore_cli.eval.report import markdown_table, report_json_text, report_table, rich_table
+
     table = report_table(report)
     if not quiet:
         _print_table(console, rich_table(table))
-        console.print(f"{report.data['count']} images, {report.run['wall_time_s']:.1f} s", highlight=False)
+        console.print(footer, highlight=False)
     if json_file is not None:
         _write_text(json_file, report_json_text(report))
     if markdown is not None:
@@ -239,18 +246,10 @@ def _write_text(path: Path, text: str) -> None:
 
 
 def _merge(paths: list[Path], json_file: Optional[Path], markdown: Optional[Path], quiet: bool) -> None:
-    from restore_cli.eval.report import markdown_table, merge_reports, read_report, report_json_text, report_table, rich_table
+    from restore_cli.eval.report import merge_reports, read_report
 
-    console = stderr_console()
     report = merge_reports([(read_report(path), str(path)) for path in paths])
-    table = report_table(report)
-    if not quiet:
-        _print_table(console, rich_table(table))
-        console.print(f"{report.data['count']} images from {len(paths)} reports", highlight=False)
-    if json_file is not None:
-        _write_text(json_file, report_json_text(report))
-    if markdown is not None:
-        _write_text(markdown, markdown_table(table))
+    _output(stderr_console(), report, f"{report.data['count']} images from {len(paths)} reports", json_file, markdown, quiet)
 
 
 def _compare(a: Path, b: Path, json_file: Optional[Path], markdown: Optional[Path], quiet: bool) -> None:

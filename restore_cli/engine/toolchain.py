@@ -327,6 +327,52 @@ def load_toolchain(toolbox: str | Path | None = None, agent: str | Path | None =
     return runner
 
 
+GENERIC_ARCH = "generic-cnn"
+
+
+def model_arch(name: str | None, weights: Path | None) -> str | None:
+    """The architecture of a model name or weights file (None for neither: the default agent)."""
+    if weights is not None:
+        from restore_cli.engine.weights import read_safetensors
+
+        return read_safetensors(Path(weights))[1].get("arch")
+    return find_entry(name).arch if name else None
+
+
+class GenericRunner:
+    """The generic CNN baseline (one residual CNN of the toolbox's size for all mixed
+    distortions), placed on a device: `run(x)` restores a 1×C×H×W image in one pass, clamped."""
+
+    def __init__(self, model: ResolvedModel, placement: Placement) -> None:
+        if model.arch != GENERIC_ARCH:
+            raise RestoreError(f"needs '{GENERIC_ARCH}' weights, these are '{model.arch}'", model.weights_path)
+        self.model = model
+        self.placement = placement
+        self.module = model.module.to(placement.device).eval().to(memory_format=torch.channels_last)
+        self.channels = int(model.config.get("channels", 3))
+
+    @torch.inference_mode()
+    def run(self, x: Tensor) -> Tensor:
+        channels = x.shape[1]
+        current = x.float()
+        if channels == 1 and self.channels == 3:
+            current = current.expand(-1, 3, -1, -1)
+        elif channels != self.channels:
+            raise RestoreError(f"the generic CNN takes {self.channels}-channel images, this one has {channels}")
+        with self.placement.autocast():
+            y = self.module(current.to(self.placement.device).contiguous(memory_format=torch.channels_last))
+        y = y.float().cpu().clamp(0.0, 1.0)
+        return y.mean(dim=1, keepdim=True) if channels == 1 and self.channels == 3 else y
+
+
+def load_generic(name: str | None, weights: Path | None, device: str = "auto", precision: str = "auto") -> GenericRunner:
+    """A generic CNN from the weights store (name) or a file, verified and placed."""
+    target = select_device(device)
+    placement = select_precision(precision, target)  # type: ignore[arg-type]
+    model = load_weights_file(Path(weights), "toolchain-baseline") if weights is not None else load_entry(find_entry(str(name)))
+    return GenericRunner(model, placement)
+
+
 def toolchain_image(runner: ToolchainRunner, image: Any) -> tuple[Any, dict[str, Any]]:
     """Restore one `ImageData` (alpha untouched); details for the report: models, device, chain,
     votes and Q-values per step."""

@@ -240,9 +240,41 @@ def toolchain_extra_methods(config: EvalConfig, methods: list[Method], chains: l
     return out
 
 
+class GenericCNNMethod(Method):
+    """The generic CNN baseline of issue 6 (one residual CNN of the toolbox's size trained on
+    mixed distortions), named like any model (`--model NAME` or `--weights FILE`)."""
+
+    kind = "model"
+
+    def __init__(self, key: str, spec: ModelSpec, engine: EngineOptions) -> None:
+        from restore_cli.engine.toolchain import load_generic
+
+        self.key = key
+        self.spec = spec
+        self.runner = load_generic(spec.name, spec.weights, device=engine.device, precision=engine.precision)
+        self.label = spec.label
+
+    def restore(self, case: Case) -> Tensor:
+        return self.runner.run(case.degraded)
+
+    def describe(self) -> dict[str, Any]:
+        model = self.runner.model
+        data = super().describe()
+        data["models"] = [{"channels": self.runner.channels, "name": model.name, "arch": model.arch,
+                           "config": _jsonable(model.config), "sha256": model.sha256,
+                           "weights": None if model.weights_path is None else str(model.weights_path),
+                           "device": str(self.runner.placement.device), "precision": self.runner.placement.precision}]
+        return data
+
+
 def toolchain_model(config: EvalConfig, key: str, spec: ModelSpec, engine: EngineOptions,
                     log: Callable[[str], None] | None) -> Method:
-    """The RL-Restore toolchain on `case.degraded` (RGB in [0, 1])."""
+    """The RL-Restore toolchain on `case.degraded` (RGB in [0, 1]), or the generic CNN baseline
+    when the named model is one."""
+    from restore_cli.engine.toolchain import GENERIC_ARCH, model_arch
+
+    if model_arch(spec.name, spec.weights) == GENERIC_ARCH:
+        return GenericCNNMethod(key, spec, engine)
     return ToolchainMethod(key, spec, engine, log)
 
 

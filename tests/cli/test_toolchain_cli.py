@@ -255,6 +255,24 @@ def test_eval_scores_fixed_chains_beside_the_agent(cli, tmp_path: Path, models: 
     avg = {a["method"]: a["psnr"] for a in report["averages"]}
     assert avg["model"] == avg["input"]
     assert avg["fixed-chain"] != avg["input"] and avg["chain:blur-1"] != avg["fixed-chain"] and avg["model-no-stop"] != avg["input"]
+    # The generic CNN baseline is scored like a model, on the whole input in one pass.
+    torch.manual_seed(3)
+    generic = build_model("generic-cnn", {"channels": 3, "width": 8, "depth": 3})
+    generic_file = tmp_path / "generic.safetensors"
+    save_file({k: v.contiguous() for k, v in generic.state_dict().items()}, str(generic_file),
+              metadata={"arch": "generic-cnn", "config": json.dumps({"channels": 3, "width": 8, "depth": 3})})
+    images = tmp_path / "saved"
+    code, _, stderr = cli("eval", "toolchain", "--data", tmp_path / "data", "--weights", generic_file, "--level", "mild",
+                          "--limit", "1", "--save-images", images, "--save-inputs", "--json", out, "-q")
+    assert code == 0, stderr
+    report = json.loads(out.read_text())
+    assert [m["key"] for m in report["methods"]] == ["model"] and report["methods"][0]["models"][0]["arch"] == "generic-cnn"
+    restored = np.asarray(Image.open(images / "p0_mild.png"), dtype=np.float32) / 255
+    degraded = torch.from_numpy(np.asarray(Image.open(images / "p0_mild_input.png"), dtype=np.float32) / 255).permute(2, 0, 1)[None]
+    with torch.no_grad():
+        expected = generic(degraded).clamp(0, 1)[0].permute(1, 2, 0).numpy()
+    assert np.abs(restored - expected).max() < 3 / 255  # from the quantised input: within a few levels
+    assert np.abs(expected - degraded[0].permute(1, 2, 0).numpy()).max() > 10 / 255  # and the CNN did change it
     for args, message in ((["--no-model", "--chain", "blur-1"], "drop --no-model"), (["--chain", "sharpen"], "unknown tool 'sharpen'")):
         code, _, stderr = cli("eval", "toolchain", "--data", tmp_path / "data", *args, "--weights", stopper) if "--no-model" not in args \
             else cli("eval", "toolchain", "--data", tmp_path / "data", *args)

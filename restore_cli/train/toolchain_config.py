@@ -185,6 +185,7 @@ class AgentConfig:
     search_chunk: int = 256
     milestones: tuple[float, ...] = (0.5, 0.75, 0.9)
     lr_gamma: float = 0.5
+    target_floor: float | None = -1.0  # search: targets below this (dB) are raised to it; None: raw
     # the best fixed chain on training patches (recorded with the agent; 0: not searched)
     fixed_chain_patches: int = 256
     # run

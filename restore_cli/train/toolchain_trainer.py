@@ -480,7 +480,8 @@ class _AgentRun(_ToolchainRun):
             self.last_losses = losses
             return [{"loss": loss} for loss in losses]
         lr = learning_rate_at(self.step, cfg.lr, self.milestones, cfg.lr_gamma)  # type: ignore[arg-type]
-        loss = search_regression_step(self.agent, self.optimizer, self.search, cfg.batch, self.rng, self.device, lr)
+        loss = search_regression_step(self.agent, self.optimizer, self.search, cfg.batch, self.rng, self.device, lr,
+                                      cfg.target_floor)
         self.step += 1
         return [{"loss": loss}]
 

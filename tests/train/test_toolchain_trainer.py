@@ -417,3 +417,29 @@ def test_joint_and_generic_modes(data: Path, tmp_path: Path, toolbox_file: Path)
     assert state["arch"] == "generic-cnn" and state["model_config"] == {"channels": 3, "width": 63, "depth": 14}
     with pytest.raises(RestoreError, match="--joint needs --agent"):
         tools_config(data, tmp_path / "x", mode="joint", init=toolbox_file)
+
+
+def test_search_regression_raises_targets_to_the_floor() -> None:
+    """With a target floor, the regressed loss is the Huber loss to max(target, floor): a −20 dB
+    tool counts as −1 dB; without one the same step sees the raw −20."""
+    from restore_cli.train.toolchain_dqn import huber, unroll
+
+    n, patch = 4, 16
+    gen = torch.Generator().manual_seed(0)
+    states = torch.randint(0, 256, (n, 1, 3, patch, patch), generator=gen, dtype=torch.uint8)
+    targets = torch.full((n, 1, 13), -20.0)
+    targets[..., 0] = 1.0
+    data = SearchSet({"states.0": states, "targets.0": targets})
+    losses = {}
+    for floor in (-1.0, None):
+        torch.manual_seed(0)
+        agent = ToolchainAgent(channels=3, tools=12, patch=patch, hidden=8)
+        with torch.no_grad():
+            q = unroll(agent, states[:, 0:1].float() / 255.0, torch.full((n, 1), -1))
+        optimizer = torch.optim.Adam(agent.parameters(), lr=1e-3)
+        rng = np.random.default_rng(0)
+        picks = np.random.default_rng(0).integers(n, size=8)
+        losses[floor] = search_regression_step(agent, optimizer, data, 8, rng, torch.device("cpu"), 1e-3, floor)
+        expected = targets if floor is None else targets.clamp(min=floor)
+        assert losses[floor] == pytest.approx(float(huber(q[picks], expected[picks]).mean()), rel=1e-5)
+    assert losses[None] > 10 * losses[-1.0]

@@ -138,6 +138,20 @@ class ChainResult:
         return text if self.stopped else f"{text} (max {self.max_steps} steps)"
 
 
+def to_model_channels(x: Tensor, channels: int, what: str) -> Tensor:
+    """A 1×C×H×W float image as the model's channels: gray is repeated into RGB for an RGB model."""
+    if x.shape[1] == 1 and channels == 3:
+        return x.float().expand(-1, 3, -1, -1).contiguous()
+    if x.shape[1] != channels:
+        raise RestoreError(f"the {what} takes {channels}-channel images, this one has {x.shape[1]}")
+    return x.float()
+
+
+def from_model_channels(y: Tensor, input_channels: int) -> Tensor:
+    """Back to the input's channels: the mean of RGB for a gray input."""
+    return y.mean(dim=1, keepdim=True) if input_channels == 1 and y.shape[1] == 3 else y
+
+
 # --- whole images --------------------------------------------------------------------------------
 
 
@@ -227,12 +241,7 @@ class ToolchainRunner:
         """Restore a 1×C×H×W image in [0, 1] (C = 1 or the toolbox's); returns the restored image
         (float32, CPU) and the chain with its votes."""
         channels = x.shape[1]
-        current = x.float()
-        if channels != self.channels:
-            if channels == 1 and self.channels == 3:
-                current = current.expand(-1, 3, -1, -1).contiguous()
-            else:
-                raise RestoreError(f"the toolbox takes {self.channels}-channel images, this one has {channels}")
+        current = to_model_channels(x, self.channels, "toolbox")
         n = voting_patches(current, self.agent.patch).shape[0]
         state = self.agent.initial_state(n, self.placement.device)
         previous = torch.full((n,), -1, dtype=torch.long)
@@ -245,9 +254,7 @@ class ToolchainRunner:
             self.log(f"step {len(result.steps)}: {step.name} ({step.votes.get(step.name, 0)}/{step.patches} patches)")
             current = self.apply_tool(step.action, current)
             previous = torch.full((n,), step.action, dtype=torch.long)
-        if channels == 1 and self.channels == 3:
-            current = current.mean(dim=1, keepdim=True)
-        return current, result
+        return from_model_channels(current, channels), result
 
     def without_stop(self) -> ToolchainRunner:
         """The same models and settings with the stop action masked out (the stop ablation)."""
@@ -256,15 +263,10 @@ class ToolchainRunner:
 
     def run_chain(self, x: Tensor, chain: Sequence[int]) -> Tensor:
         """A fixed chain of tools on a 1×C×H×W image (no agent): the "fixed chain" baseline."""
-        channels = x.shape[1]
-        current = x.float()
-        if channels == 1 and self.channels == 3:
-            current = current.expand(-1, 3, -1, -1).contiguous()
-        elif channels != self.channels:
-            raise RestoreError(f"the toolbox takes {self.channels}-channel images, this one has {channels}")
+        current = to_model_channels(x, self.channels, "toolbox")
         for index in chain:
             current = self.apply_tool(int(index), current)
-        return current.mean(dim=1, keepdim=True) if channels == 1 and self.channels == 3 else current
+        return from_model_channels(current, x.shape[1])
 
     @property
     def fixed_chain(self) -> tuple[int, ...] | None:
@@ -353,16 +355,10 @@ class GenericRunner:
 
     @torch.inference_mode()
     def run(self, x: Tensor) -> Tensor:
-        channels = x.shape[1]
-        current = x.float()
-        if channels == 1 and self.channels == 3:
-            current = current.expand(-1, 3, -1, -1)
-        elif channels != self.channels:
-            raise RestoreError(f"the generic CNN takes {self.channels}-channel images, this one has {channels}")
+        current = to_model_channels(x, self.channels, "generic CNN")
         with self.placement.autocast():
             y = self.module(current.to(self.placement.device).contiguous(memory_format=torch.channels_last))
-        y = y.float().cpu().clamp(0.0, 1.0)
-        return y.mean(dim=1, keepdim=True) if channels == 1 and self.channels == 3 else y
+        return from_model_channels(y.float().cpu().clamp(0.0, 1.0), x.shape[1])
 
 
 def load_generic(name: str | None, weights: Path | None, device: str = "auto", precision: str = "auto") -> GenericRunner:

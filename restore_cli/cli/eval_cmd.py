@@ -57,7 +57,9 @@ uint8-truncated wrap blur, RGB, border s²), [bold]bicubic-sr[/bold] (MATLAB bic
 border s), [bold]deblur[/bold] (Levin09 kernels, σ 7.65 as DPIR, RGB, no border),
 [bold]toolchain[/bold] (RL-Restore mild/moderate/severe mixtures), [bold]jpeg[/bold] (Pillow JPEG
 q 10–40 on gray images, PSNR/SSIM/PSNR-B), [bold]sfm-sweep[/bold] (denoising at σ 10…100, several
-models side by side).
+models side by side), [bold]texture-sr[/bold] (×4 from MATLAB bicubic LR, SFT-GAN and USRNet side by
+side: PSNR/SSIM on Y and the log-spectral distance and energy of the upper half of the frequencies
+against the ground truth; --prior-swap forces each category in turn).
 
 Every choice has a default from the reference and can be overridden; the JSON report records
 what was used. --baseline adds what a user would otherwise do (the input itself, bicubic
@@ -69,11 +71,12 @@ def register(app: typer.Typer) -> None:
     app.command(
         "eval",
         help=paragraphs(HELP),
-        short_help="Benchmark protocols (denoise, usrnet-table1, bicubic-sr, deblur, toolchain, jpeg, sfm-sweep).",
+        short_help="Benchmark protocols (denoise, usrnet-table1, bicubic-sr, deblur, toolchain, jpeg, sfm-sweep, texture-sr).",
         epilog=examples_epilog(
             "restore eval usrnet-table1 --data ../shared/datasets/CBSD68 --model usrnet --baseline --json table1.json --markdown table1.md",
             "restore eval usrnet-table1 --data ../shared/datasets/CBSD68 --shard 2/4 --json part2.json -q",
             "restore eval --merge part1.json --merge part2.json --merge part3.json --merge part4.json --json table1.json",
+            "restore eval texture-sr --data ../shared/datasets/BSD100 --model sftgan --model usrnet --baseline",
             "restore eval --compare before.json after.json",
         ),
     )(eval_command)
@@ -109,6 +112,7 @@ def eval_command(
     no_model: Annotated[bool, typer.Option("--no-model", help="Run the baselines only (implies --baseline).", rich_help_panel=PANEL_MODEL)] = False,
     chain: Annotated[Optional[list[str]], typer.Option("--chain", help="toolchain: also score this fixed chain of tools on every input, e.g. noise-3,blur-2 (repeat for several); --baseline adds the agent's recorded best fixed chain.", rich_help_panel=PANEL_MODEL, show_default=False)] = None,
     ablate_stop: Annotated[bool, typer.Option("--ablate-stop", help="toolchain: also score each agent with its stop action masked out (always --max-steps tools).", rich_help_panel=PANEL_MODEL)] = False,
+    prior_swap: Annotated[bool, typer.Option("--prior-swap", help="texture-sr: also run each SFT-GAN model with every category forced on all pixels (the paper's prior swap).", rich_help_panel=PANEL_MODEL)] = False,
     alpha_factor: Annotated[float, typer.Option("--alpha-factor", min=0.0, help="Baselines: α = FACTOR·max(σ, 0.5/255)² of the Wiener / least-squares inverse.", rich_help_panel=PANEL_MODEL)] = 200.0,
     tile: TileOpt = "0",
     tile_overlap: TileOverlapOpt = 32,
@@ -135,7 +139,8 @@ def eval_command(
         _merge(merge, json_file, markdown, quiet)
         return
     if protocol is None:
-        raise RestoreError("give a protocol (denoise, usrnet-table1, bicubic-sr, deblur, toolchain, jpeg, sfm-sweep) or --compare A.json B.json")
+        raise RestoreError("give a protocol (denoise, usrnet-table1, bicubic-sr, deblur, toolchain, jpeg, sfm-sweep, texture-sr) "
+                           "or --compare A.json B.json")
     if data is None:
         raise RestoreError(f"--data DIR is required for `restore eval {protocol.value}`")
     if save_inputs and save_images is None:
@@ -144,7 +149,7 @@ def eval_command(
         raise RestoreError("--no-model excludes --model and --weights")
 
     from restore_cli.eval.baselines import baseline_methods
-    from restore_cli.eval.methods import EngineOptions, ModelSpec, model_methods, toolchain_extra_methods
+    from restore_cli.eval.methods import EngineOptions, ModelSpec, model_methods, prior_swap_methods, toolchain_extra_methods
     from restore_cli.eval.protocols import SaveOptions, build_config, evaluate, settings_summary
     from restore_cli.eval.settings import parse_float_list, parse_int_list, parse_levels, parse_shard
 
@@ -159,7 +164,7 @@ def eval_command(
         boundary=None if boundary is None else boundary.value, lr=lr, lr_float=lr_float, limit=limit,
         shard=None if shard is None else parse_shard(shard),
         model_sigma=None if model_sigma is None else model_sigma.value,  # type: ignore[arg-type]
-        alpha_factor=alpha_factor, baseline=baseline or no_model, ssim=ssim,
+        alpha_factor=alpha_factor, baseline=baseline or no_model, ssim=ssim, prior_swap=prior_swap,
     )
     log = (lambda m: console.print(m, highlight=False)) if verbose else None
     if verbose:
@@ -167,7 +172,8 @@ def eval_command(
     specs = [ModelSpec(name=n) for n in (model or [])] + [ModelSpec(weights=w) for w in (weights or [])]
     engine = EngineOptions(device=device, precision=precision, tile=parse_tile(tile), tile_overlap=tile_overlap)
     methods = [] if no_model else model_methods(config, specs, engine, log)
-    methods += baseline_methods(config) + toolchain_extra_methods(config, methods, list(chain or []), ablate_stop)
+    methods += (prior_swap_methods(config, methods) + baseline_methods(config)
+                + toolchain_extra_methods(config, methods, list(chain or []), ablate_stop))
 
     save = None if save_images is None else SaveOptions(save_images, save_inputs)
     tiling = {"tile": engine.tile if engine.tile is not None else "auto", "tile_overlap": engine.tile_overlap}

@@ -83,4 +83,6 @@ def baseline_methods(config: EvalConfig) -> list[Method]:
         return [BicubicBaseline(), LeastSquaresBaseline(config.alpha_factor, scale_one=False)]
     if p is ProtocolName.deblur:
         return [LeastSquaresBaseline(config.alpha_factor, scale_one=True)]
+    if p is ProtocolName.texture_sr:
+        return [BicubicBaseline()]
     return []  # pragma: no cover

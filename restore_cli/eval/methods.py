@@ -278,6 +278,77 @@ def toolchain_model(config: EvalConfig, key: str, spec: ModelSpec, engine: Engin
     return ToolchainMethod(key, spec, engine, log)
 
 
+class SftganMethod(Method):
+    """An SFT-GAN model (`restore sr --model sftgan`) on the LR input `case.degraded`: its own prior
+    network's categories, or one category forced on every pixel (`category`, the prior swap).
+    Several methods may share one loaded model (`resolver`)."""
+
+    kind = "model"
+
+    def __init__(self, key: str, spec: ModelSpec, engine: EngineOptions, category: int | None = None,
+                 resolver: Any = None, log: Callable[[str], None] | None = None) -> None:
+        from restore_cli.engine.restore import TileRequest
+        from restore_cli.engine.sftgan import PriorRequest, open_texture_resolver
+
+        self.key = key
+        self.spec = spec
+        self.resolver = resolver or open_texture_resolver(spec.name, spec.weights, engine.device, engine.precision,
+                                                          TileRequest(engine.tile, engine.tile_overlap), log)
+        self.request = PriorRequest() if category is None else PriorRequest(kind="category", category=category)
+        base = spec.label if (spec.name or spec.weights) else self.resolver.model.name
+        self.label = base if category is None else f"{base} category {category}"
+        self.definition = f"SFT-GAN ×4, prior: {self.request.describe()}"
+
+    def restore(self, case: Case) -> Tensor:
+        from restore_cli.engine.sftgan import resolve_prior
+
+        x = case.degraded
+        gray = x.shape[1] == 1
+        if gray:
+            x = x.expand(-1, 3, -1, -1).contiguous()
+        prior, _ = resolve_prior(self.resolver, self.request, x)
+        y = self.resolver.super_resolve(x, prior)
+        return y.mean(dim=1, keepdim=True) if gray else y
+
+    def describe(self) -> dict[str, Any]:
+        model, placement = self.resolver.model, self.resolver.placement
+        data = super().describe()
+        data["prior"] = self.request.describe()
+        data["models"] = [{
+            "channels": 3, "name": model.name, "arch": model.arch, "config": _jsonable(model.config),
+            "weights": None if model.weights_path is None else str(model.weights_path), "sha256": model.sha256,
+            "device": str(placement.device), "precision": placement.precision,
+        }]
+        return data
+
+
+def texture_model(config: EvalConfig, key: str, spec: ModelSpec, engine: EngineOptions,
+                  log: Callable[[str], None] | None) -> Method:
+    """texture-sr: an SFT-GAN model (the default, `sftgan`) or a PSNR-trained USRNet for comparison."""
+    from restore_cli.engine.sftgan import texture_architecture
+
+    if spec.name is None and spec.weights is None:
+        spec = ModelSpec(name="sftgan")
+    if texture_architecture(spec.name, spec.weights) is not None:
+        return SftganMethod(key, spec, engine, log=log)
+    return ModelMethod(key, spec, MODEL_TASK[config.protocol], engine, run_usrnet(config), log)
+
+
+def prior_swap_methods(config: EvalConfig, methods: list[Method]) -> list[Method]:
+    """texture-sr --prior-swap: each SFT-GAN model again with every category forced everywhere."""
+    if not config.prior_swap:
+        return []
+    extra: list[Method] = []
+    for method in methods:
+        if isinstance(method, SftganMethod):
+            for k in range(method.resolver.categories):
+                extra.append(SftganMethod(f"{method.key}-c{k}", method.spec, EngineOptions(), category=k,
+                                          resolver=method.resolver))
+    if not extra:
+        raise RestoreError("--prior-swap needs an SFT-GAN model (e.g. --model sftgan)")
+    return extra
+
+
 def jpeg_model(config: EvalConfig, key: str, spec: ModelSpec, engine: EngineOptions,
                log: Callable[[str], None] | None) -> Method:
     """Where a JPEG artefact-removal model plugs in: return a `Method` restoring `case.degraded`
@@ -294,6 +365,7 @@ MODEL_FACTORIES: dict[ProtocolName, ModelFactory] = {
     ProtocolName.deblur: engine_model(run_usrnet),
     ProtocolName.toolchain: toolchain_model,
     ProtocolName.jpeg: jpeg_model,
+    ProtocolName.texture_sr: texture_model,
 }
 
 #: Protocols with no model yet: with --baseline and no model named, they run the baselines only.

@@ -11,6 +11,9 @@ Protocols (defaults; every one can be overridden from the command line):
 - toolchain: RL-Restore mild/moderate/severe mixtures (blur → noise → JPEG); RGB, border 0.
 - jpeg: Pillow JPEG at q 10/20/30/40 on gray (or Y) images; PSNR, SSIM, PSNR-B; border 0.
 - sfm-sweep: the denoise protocol at σ 10…100 for several models side by side.
+- texture-sr: the bicubic-sr input at ×4, scored by PSNR/SSIM and by how well the outputs' high
+  frequencies match the ground truth's (`ops.spectrum`: log-spectral distance and band energy in
+  the upper half of the frequencies); SFT-GAN and USRNet models side by side, --prior-swap.
 """
 
 from __future__ import annotations
@@ -50,6 +53,7 @@ from restore_cli.eval.settings import (
     KernelSet,
     ModelSigma,
     PadMode,
+    TEXTURE_SCALE,
     ProtocolName,
     Setting,
     build_settings,
@@ -59,12 +63,18 @@ from restore_cli.eval.settings import (
 )
 from restore_cli.ops.colour import rgb_to_y
 from restore_cli.ops.metrics import psnr, psnr_b, quantize_to_uint8_levels, ssim
+from restore_cli.ops.spectrum import UPPER_HALF, hf_energy_db, lsd_hf
 from restore_cli.ops.wiener import DEFAULT_ALPHA_FACTOR
 
 IMAGE_SUFFIXES = (".png", ".bmp", ".jpg", ".jpeg", ".tif", ".tiff", ".webp")
 NOISE_GENERATOR = ("numpy.random.RandomState(seed).normal(0, σ/255, H×W×C) per image and setting "
                    "(= KAIR np.random.seed(seed); np.random.normal), float64 noise added to the float32 image")
 QUANTISATION = "outputs clamped to [0, 1], ×255, rounded half to even (KAIR/BasicSR uint8); metrics in float64"
+SPECTRUM_DEFINITION = (
+    "ops.spectrum on the scored channel(s) after the border crop: mean removed, Hann window, |FFT|²/Σw² (channels "
+    "averaged), averaged over min(H, W)/2 rings up to 0.5 cycles/pixel; lsd_hf = RMS of 10·log10(P_out/P_ref) over the rings in "
+    f"[{UPPER_HALF[0]}, {UPPER_HALF[1]}] cycles/pixel (0 is best), hf_db = 10·log10 of the power ratio in that band "
+    "(< 0: smoother than the ground truth)")
 SSIM_DEFINITION = "Wang et al. 2004: 11×11 Gaussian σ 1.5, K1 0.01, K2 0.03, valid filtering, mean over channels"
 
 
@@ -126,6 +136,7 @@ def build_config(
     alpha_factor: float = DEFAULT_ALPHA_FACTOR,
     baseline: bool = False,
     ssim: bool | None = None,
+    prior_swap: bool = False,
 ) -> EvalConfig:
     """Validate the options against the protocol once, load the kernel file, build the settings."""
     from restore_cli.eval.settings import PROTOCOL_OPTIONS
@@ -150,12 +161,14 @@ def build_config(
     if alpha_factor <= 0:
         raise RestoreError(f"--alpha-factor {alpha_factor}: must be > 0")
     kernel_set = None
-    if protocol in (ProtocolName.usrnet_table1, ProtocolName.bicubic_sr, ProtocolName.deblur):
+    if prior_swap and protocol is not ProtocolName.texture_sr:
+        raise RestoreError(f"--prior-swap does not apply to protocol {protocol.value}")
+    if protocol in (ProtocolName.usrnet_table1, ProtocolName.bicubic_sr, ProtocolName.deblur, ProtocolName.texture_sr):
         kernel_set = load_kernel_set(kernels if kernels is not None else default_kernel_file(protocol))
-    if protocol is ProtocolName.bicubic_sr and kernel_set is not None:
-        needed = max(scales or (2, 3, 4)) - 1
+    if protocol in (ProtocolName.bicubic_sr, ProtocolName.texture_sr) and kernel_set is not None:
+        needed = (TEXTURE_SCALE if protocol is ProtocolName.texture_sr else max(scales or (2, 3, 4))) - 1
         if len(kernel_set) < needed:
-            raise RestoreError(f"holds {len(kernel_set)} kernels; bicubic-sr takes kernel s−1 for ×s (needs {needed})",
+            raise RestoreError(f"holds {len(kernel_set)} kernels; {protocol.value} takes kernel s−1 for ×s (needs {needed})",
                                kernel_set.path)
     settings = build_settings(protocol, noise=noise, scales=scales, kernel_count=0 if kernel_set is None else len(kernel_set),
                               qualities=qualities, levels=levels, crop_border=crop_border)
@@ -171,6 +184,7 @@ def build_config(
         kernels=kernel_set, pad_mode=boundary or default_pad, lr_dir=lr, lr_uint8=not lr_float,
         patch=patch or 0, limit=limit, shard=shard, model_sigma=model_sigma or "true", alpha_factor=alpha_factor,
         baseline=baseline, crop_override=crop_border, ssim=default_ssim(protocol) if ssim is None else ssim,
+        prior_swap=prior_swap,
     )
 
 
@@ -182,7 +196,7 @@ def describe_protocol(config: EvalConfig) -> dict[str, Any]:
         crop: Any = config.crop_override
     elif p is ProtocolName.usrnet_table1:
         crop = "s² (" + ", ".join(f"×{s}: {s * s}" for s in scales) + ")"
-    elif p is ProtocolName.bicubic_sr:
+    elif p in (ProtocolName.bicubic_sr, ProtocolName.texture_sr):
         crop = "s (" + ", ".join(f"×{s}: {s}" for s in scales) + ")"
     else:
         crop = 0
@@ -221,7 +235,11 @@ def describe_protocol(config: EvalConfig) -> dict[str, Any]:
         d["model_input"] = "the float32 LR with noise; σ/255; the kernel as stored"
         d["model_boundary"] = config.pad_mode + (" (the input is periodic: whole-image runs need no context, "
                                                  "= the reference's whole-image run)" if config.pad_mode == "circular" else "")
-    if p is ProtocolName.bicubic_sr:
+    if p is ProtocolName.texture_sr:
+        d["spectrum"] = SPECTRUM_DEFINITION
+        d["prior"] = "SFT-GAN models: the category prior their own prior network estimates from the LR image (auto)" + (
+            "; --prior-swap adds each model once per category, that category forced on every pixel" if config.prior_swap else "")
+    if p in (ProtocolName.bicubic_sr, ProtocolName.texture_sr):
         d["modcrop"] = "s"
         if config.lr_dir is not None:
             d["downsampler"] = f"LR images read from {config.lr_dir}"
@@ -230,7 +248,8 @@ def describe_protocol(config: EvalConfig) -> dict[str, Any]:
                                 "(rounded after each axis: the distributed LR_bicubic files, bit for bit)")
         else:
             d["downsampler"] = "MATLAB imresize(HR/255, 1/s, 'bicubic') in float64, unquantised (KAIR imresize_np)"
-        d["model_input"] = "LR; the approximate bicubic kernel s−1 of the kernel file (×2 → 1); σ as --noise (0)"
+        d["model_input"] = ("USRNet: LR, the approximate bicubic kernel s−1 of the kernel file (×2 → 1), σ as --noise (0)"
+                            + ("; SFT-GAN: LR and its category maps" if p is ProtocolName.texture_sr else ""))
         d["model_boundary"] = (config.pad_mode + (" (stand-in for the reference's Liu & Jia wrap_boundary padding)"
                                                   if config.pad_mode == "reflect" else ""))
     if p is ProtocolName.toolchain:
@@ -266,6 +285,8 @@ def protocol_layout(config: EvalConfig) -> dict[str, Any]:
 
 def protocol_metrics(config: EvalConfig) -> list[str]:
     metrics = ["psnr", "ssim"] if config.ssim else ["psnr"]
+    if config.protocol is ProtocolName.texture_sr:
+        return metrics + ["lsd_hf", "hf_db"]
     return metrics + ["psnr_b"] if config.protocol is ProtocolName.jpeg else metrics
 
 
@@ -336,7 +357,7 @@ def make_cases(config: EvalConfig, stem: str, source: Path, image: np.ndarray) -
             lr = usrnet_lr(blurred, setting.scale, setting.noise, config.seed, config.clip_noise)
             yield Case(stem, setting, levels_tensor(hr), to_tensor(lr), kernel=kernel, scale=setting.scale,
                        sigma=setting.noise / 255.0)
-        elif p is ProtocolName.bicubic_sr:
+        elif p in (ProtocolName.bicubic_sr, ProtocolName.texture_sr):
             hr = modcrop(image, setting.scale)
             if config.lr_dir is not None:
                 lr_path = find_lr_image(config.lr_dir, stem, setting.scale)
@@ -377,7 +398,7 @@ def metric_view(levels: Tensor, channel: Channel) -> Tensor:
 def score(output_levels: Tensor, reference: Tensor, metrics: list[str], channel: Channel, border: int,
           item: str) -> dict[str, float]:
     a, b = metric_view(output_levels, channel), metric_view(reference, channel)
-    functions = {"psnr": psnr, "ssim": ssim, "psnr_b": psnr_b}
+    functions = {"psnr": psnr, "ssim": ssim, "psnr_b": psnr_b, "lsd_hf": lsd_hf, "hf_db": hf_energy_db}
     try:
         return {m: functions[m](a, b, border=border) for m in metrics}
     except ValueError as exc:

@@ -16,8 +16,9 @@ from typing import Any
 from restore_cli.errors import RestoreError
 
 REPORT_FORMAT = 1
-METRIC_TITLES: dict[str, str] = {"psnr": "PSNR", "ssim": "SSIM", "psnr_b": "PSNR-B"}
-METRIC_DIGITS: dict[str, int] = {"psnr": 2, "ssim": 4, "psnr_b": 2}
+METRIC_TITLES: dict[str, str] = {"psnr": "PSNR", "ssim": "SSIM", "psnr_b": "PSNR-B", "lsd_hf": "LSD-HF (dB)",
+                                 "hf_db": "HF energy (dB)"}
+METRIC_DIGITS: dict[str, int] = {"psnr": 2, "ssim": 4, "psnr_b": 2, "lsd_hf": 2, "hf_db": 2}
 
 
 def _clean_number(value: float | None) -> float | None:

@@ -27,12 +27,15 @@ class ProtocolName(str, Enum):
     toolchain = "toolchain"
     jpeg = "jpeg"
     sfm_sweep = "sfm-sweep"
+    texture_sr = "texture-sr"
 
 
 Channel = Literal["rgb", "y"]
 PadMode = Literal["reflect", "replicate", "circular"]
 ModelSigma = Literal["true", "estimate"]
 
+#: texture-sr runs at ×4 only (SFT-GAN's scale).
+TEXTURE_SCALE: Final[int] = 4
 #: The five rows of USRNet Table 1: (scale, σ on the 0–255 scale).
 TABLE1_SETTINGS: Final[tuple[tuple[int, float], ...]] = ((2, 0.0), (3, 0.0), (3, 2.55), (3, 7.65), (4, 0.0))
 DENOISE_NOISE: Final[tuple[float, ...]] = (15.0, 25.0, 50.0)
@@ -47,6 +50,7 @@ DEFAULT_KERNEL_FILES: Final[dict[ProtocolName, str]] = {
     ProtocolName.usrnet_table1: "kernels_12.mat",
     ProtocolName.bicubic_sr: "kernels_bicubicx234.mat",
     ProtocolName.deblur: "Levin09.mat",
+    ProtocolName.texture_sr: "kernels_bicubicx234.mat",
 }
 
 #: Which optional settings each protocol takes (anything else given is a usage error).
@@ -58,6 +62,7 @@ PROTOCOL_OPTIONS: Final[dict[ProtocolName, frozenset[str]]] = {
     ProtocolName.toolchain: frozenset({"level", "patch"}),
     ProtocolName.jpeg: frozenset({"quality"}),
     ProtocolName.sfm_sweep: frozenset({"noise", "clip_noise", "model_sigma"}),
+    ProtocolName.texture_sr: frozenset({"kernels", "boundary", "lr", "lr_float"}),
 }
 
 #: The engine task of the models each protocol runs (None: no model exists yet).
@@ -69,6 +74,7 @@ MODEL_TASK: Final[dict[ProtocolName, str]] = {
     ProtocolName.toolchain: "toolchain",
     ProtocolName.jpeg: "jpeg",
     ProtocolName.sfm_sweep: "denoise",
+    ProtocolName.texture_sr: "sr",
 }
 
 
@@ -138,6 +144,7 @@ class EvalConfig:
     baseline: bool = False
     crop_override: int | None = None
     ssim: bool = True
+    prior_swap: bool = False  # texture-sr: also run SFT-GAN models with each category forced everywhere
     notes: tuple[str, ...] = field(default_factory=tuple)
 
 
@@ -196,7 +203,7 @@ def default_crop(protocol: ProtocolName, scale: int) -> int:
     """ANCHORS §6.4: s² for USRNet Table 1, s for bicubic SR, 0 otherwise."""
     if protocol is ProtocolName.usrnet_table1:
         return scale * scale
-    if protocol is ProtocolName.bicubic_sr:
+    if protocol in (ProtocolName.bicubic_sr, ProtocolName.texture_sr):
         return scale
     return 0
 
@@ -210,7 +217,7 @@ def default_ssim(protocol: ProtocolName) -> bool:
 def default_channel(protocol: ProtocolName) -> Channel:
     """Y (BT.601 studio) for bicubic SR, RGB (or the gray channel) for the others; jpeg turns its
     images gray first, so its one channel is scored either way."""
-    return "y" if protocol is ProtocolName.bicubic_sr else "rgb"
+    return "y" if protocol in (ProtocolName.bicubic_sr, ProtocolName.texture_sr) else "rgb"
 
 
 def _check_scales(scales: tuple[int, ...]) -> None:
@@ -262,6 +269,9 @@ def build_settings(
                 name = f"x{s}" if sigma == 0 else f"x{s}_n{n}"
                 label = f"×{s}" if sigma == 0 else f"×{s} σ {n}"
                 settings.append(Setting(name, label, scale=s, noise=sigma, kernel_index=s - 1, crop_border=crop(s), modcrop=s))
+    elif protocol is ProtocolName.texture_sr:
+        s = TEXTURE_SCALE
+        settings.append(Setting(f"x{s}", f"×{s}", scale=s, kernel_index=s - 1, crop_border=crop(s), modcrop=s))
     elif protocol is ProtocolName.deblur:
         for sigma in noise or (DEBLUR_NOISE,):
             n = format_number(sigma)

@@ -20,9 +20,7 @@ HR windows on texture and colour statistics:
   `numpy.random.Generator`); clusters are numbered by increasing texture energy, so category 0
   is the flattest.
 
-The texture metric: the radially averaged power spectrum of an image and the log-spectral
-distance between two spectra over a frequency band (the upper half, 0.25–0.5 cycles/pixel, for
-"realistic texture" comparisons).
+The texture metric (radially averaged power spectra) is in `ops.spectrum`.
 
 Arrays here are numpy; images are float in [0, 1], windows N×3×W×W (RGB) or N×W×W (Y).
 """
@@ -47,11 +45,8 @@ __all__ = [
     "extract_windows",
     "feature_weights",
     "fit_texture_clusters",
-    "image_log_spectral_distance",
     "kmeans",
-    "log_spectral_distance",
     "patch_category",
-    "radial_power_spectrum",
     "window_features",
     "window_origins",
 ]
@@ -335,63 +330,3 @@ def describe_category(raw_centre: np.ndarray) -> str:
     elif f[9] > 2.0:
         words.append("directional")
     return ", ".join(words)
-
-
-# --- the texture metric -----------------------------------------------------------------------
-
-
-def radial_power_spectrum(image: np.ndarray, bins: int | None = None, window: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    """Radially averaged power spectrum of a 2-D image → (bin centres in cycles/pixel, power).
-
-    P(f) = |FFT2((x − mean)·w)|² / Σw², w a separable Hann window (or 1); the radial frequency of
-    coefficient (u, v) is ρ = sqrt(fy² + fx²) with numpy's fftfreq; bins (e_i, e_i+1] split
-    (0, 0.5] into `bins` equal parts (default min(H, W) // 2); DC and ρ > 0.5 are left out; each
-    bin holds the mean power of its coefficients (NaN for an empty bin)."""
-    x = np.asarray(image, dtype=np.float64)
-    if x.ndim != 2:
-        raise ValueError(f"expected an H×W image, got shape {x.shape}")
-    h, w = x.shape
-    if min(h, w) < 4:
-        raise ValueError(f"spectrum needs at least 4×4 pixels, got {h}×{w}")
-    nbins = bins if bins is not None else min(h, w) // 2
-    if nbins < 1:
-        raise ValueError(f"bins must be >= 1, got {nbins}")
-    weights = np.outer(np.hanning(h), np.hanning(w)) if window else np.ones((h, w))
-    power = np.abs(np.fft.fft2((x - x.mean()) * weights)) ** 2 / (weights * weights).sum()
-    rho = np.sqrt(np.fft.fftfreq(h)[:, None] ** 2 + np.fft.fftfreq(w)[None, :] ** 2)
-    index = np.ceil(rho * 2.0 * nbins - 1e-9).astype(np.int64) - 1  # (e_i, e_i+1] → i; DC → −1
-    keep = (index >= 0) & (index < nbins) & (rho <= 0.5 + 1e-12)
-    sums = np.bincount(index[keep], weights=power[keep], minlength=nbins)
-    counts = np.bincount(index[keep], minlength=nbins)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        spectrum = sums / counts
-    spectrum[counts == 0] = np.nan
-    edges = np.linspace(0.0, 0.5, nbins + 1)
-    return (edges[:-1] + edges[1:]) / 2.0, spectrum
-
-
-def log_spectral_distance(
-    power: np.ndarray, reference: np.ndarray, freqs: np.ndarray, band: tuple[float, float] = (0.25, 0.5), floor: float = 1e-20
-) -> float:
-    """LSD in dB over the bins whose centre lies in `band`:
-    sqrt(mean_f (10·log10((P(f) + floor) / (P_ref(f) + floor)))²); empty bins are skipped."""
-    p, q, f = (np.asarray(a, dtype=np.float64) for a in (power, reference, freqs))
-    if not p.shape == q.shape == f.shape:
-        raise ValueError(f"spectra and frequencies differ in shape: {p.shape}, {q.shape}, {f.shape}")
-    chosen = (f >= band[0]) & (f <= band[1]) & np.isfinite(p) & np.isfinite(q)
-    if not chosen.any():
-        raise ValueError(f"no spectrum bin lies in the band {band}")
-    ratio_db = 10.0 * np.log10((p[chosen] + floor) / (q[chosen] + floor))
-    return float(np.sqrt(np.mean(ratio_db * ratio_db)))
-
-
-def image_log_spectral_distance(
-    image: np.ndarray, reference: np.ndarray, band: tuple[float, float] = (0.25, 0.5), window: bool = True
-) -> float:
-    """LSD between the radially averaged power spectra of two equal-size 2-D images."""
-    a, b = np.asarray(image), np.asarray(reference)
-    if a.shape != b.shape:
-        raise ValueError(f"images differ in shape: {a.shape} vs {b.shape}")
-    freqs, p = radial_power_spectrum(a, window=window)
-    _, q = radial_power_spectrum(b, window=window)
-    return log_spectral_distance(p, q, freqs, band)

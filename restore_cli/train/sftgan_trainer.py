@@ -385,7 +385,7 @@ class _GanRun(_SftganRun):
 
     @torch.no_grad()
     def _validate(self) -> dict[str, Any]:
-        from restore_cli.ops.texture_categories import image_log_spectral_distance
+        from restore_cli.ops.spectrum import image_log_spectral_distance
 
         self.gen.eval()
         psnrs, lsds = [], []

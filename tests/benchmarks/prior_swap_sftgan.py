@@ -28,7 +28,7 @@ from restore_cli.io.images import read_image
 from restore_cli.io.prior_files import category_palette
 from restore_cli.ops.colour import rgb_to_y
 from restore_cli.ops.resize import matlab_imresize
-from restore_cli.ops.texture_categories import radial_power_spectrum
+from restore_cli.ops.spectrum import radial_power_spectrum
 
 SCALE = 4
 

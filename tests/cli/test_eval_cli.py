@@ -304,3 +304,57 @@ def test_shards_merge_into_the_unsharded_report(cli, tmp_path: Path, data: Path,
     assert code == 2 and "--shard 3/2" in stderr
     code, _, stderr = cli("eval", *common, "--shard", "3/4", "--limit", "2")
     assert code == 2 and "no images in this part" in stderr
+
+
+SFTGAN_SMALL = {"nf": 16, "nb": 2, "cond_hidden": 16, "prior_nf": 8, "prior_nb": 6}
+
+
+def test_texture_sr_scores_sftgan_usrnet_and_bicubic_and_swaps_the_prior(cli, tmp_path: Path, data: Path, usrnet: Path,
+                                                                         kernels: Path) -> None:
+    """texture-sr: ×4 from MATLAB bicubic LR, Y with border 4, PSNR/SSIM plus the upper-half
+    spectral metrics for an SFT-GAN model, a USRNet and bicubic; --prior-swap adds one run per
+    category, and forcing different categories gives different outputs."""
+    torch.manual_seed(1)
+    model = build_model("sftgan", SFTGAN_SMALL)
+    with torch.no_grad():  # undo the ×0.1 init of the condition and shift layers: each category's β moves the output
+        for name, parameter in model.named_parameters():
+            if "CondNet" in name or "SFT_shift" in name:
+                parameter.mul_(10.0)
+    sftgan = tmp_path / "sft.safetensors"
+    save_file(model.state_dict(), str(sftgan), metadata={"arch": "sftgan", "config": json.dumps(SFTGAN_SMALL)})
+    report = run_json(cli, tmp_path, "texture-sr", "--data", data, "--weights", sftgan, "--weights", usrnet,
+                      "--kernels", kernels, "--baseline", "--prior-swap", "--save-images", tmp_path / "out")
+    assert report["metrics"] == ["psnr", "ssim", "lsd_hf", "hf_db"]
+    assert [s["name"] for s in report["settings"]] == ["x4"] and report["settings"][0]["crop_border"] == 4
+    assert report["protocol_details"]["channel"] == "y" and "lsd_hf" in report["protocol_details"]["spectrum"]
+    keys = [m["key"] for m in report["methods"]]
+    assert keys == ["model", "model2", *[f"model-c{k}" for k in range(8)], "bicubic"]
+    assert report["methods"][0]["prior"] == "auto" and report["methods"][2]["prior"] == "category:0"
+    averages = {a["method"]: a for a in report["averages"]}
+    for entry in averages.values():
+        assert math.isfinite(entry["psnr"]) and entry["lsd_hf"] >= 0 and math.isfinite(entry["hf_db"])
+    # bicubic upsampling has far less high-frequency energy than the ground truth
+    assert averages["bicubic"]["hf_db"] < -5 and averages["bicubic"]["lsd_hf"] > 5
+    # the records hold the same numbers as scoring the saved images directly
+    from restore_cli.eval.degradations import levels_tensor, modcrop
+    from restore_cli.eval.protocols import metric_view
+    from restore_cli.ops.spectrum import lsd_hf
+
+    hr = modcrop(np.asarray(Image.open(data / "bird.png")), 4)
+    out = np.asarray(Image.open(tmp_path / "out" / "bird_x4_bicubic.png"))
+    record = next(r for r in report["records"] if r["image"] == "bird" and r["method"] == "bicubic")
+    expected = lsd_hf(metric_view(levels_tensor(out), "y"), metric_view(levels_tensor(hr), "y"), border=4)
+    assert record["lsd_hf"] == pytest.approx(expected, rel=1e-9)
+    # forced categories change the output (random SFT weights already modulate the features)
+    c0 = np.asarray(Image.open(tmp_path / "out" / "bird_x4_sft-category-0.png")).astype(int)
+    c5 = np.asarray(Image.open(tmp_path / "out" / "bird_x4_sft-category-5.png")).astype(int)
+    assert c0.shape == hr.shape and np.abs(c0 - c5).max() > 0
+
+
+def test_texture_sr_usage_errors(cli, tmp_path: Path, data: Path, usrnet: Path, kernels: Path) -> None:
+    code, _, stderr = cli("eval", "texture-sr", "--data", data, "--weights", usrnet, "--kernels", kernels, "--prior-swap")
+    assert code == 2 and "--prior-swap needs an SFT-GAN model" in stderr
+    code, _, stderr = cli("eval", "denoise", "--data", data, "--prior-swap")
+    assert code == 2 and "--prior-swap does not apply to protocol denoise" in stderr
+    code, _, stderr = cli("eval", "texture-sr", "--data", data, "--weights", usrnet, "--kernels", kernels, "--scale", "2")
+    assert code == 2 and "--scale does not apply to protocol texture-sr" in stderr

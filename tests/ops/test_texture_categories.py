@@ -1,6 +1,5 @@
-"""Texture categories and the texture metric: window features against scipy's DCT and explicit
-loops, k-means determinism and separation of obviously different textures, and the radially
-averaged power spectrum / log-spectral distance against a direct numpy statement."""
+"""Texture categories: window features against scipy's DCT and explicit loops, k-means
+determinism and separation of obviously different textures."""
 
 from __future__ import annotations
 
@@ -134,65 +133,3 @@ def test_category_grid_and_patch_label() -> None:
     assert set(grid[:, :2].ravel()) == {0} and set(grid[:, 3:].ravel()) == {1}
     assert tc.patch_category(np.array([[1, 1, 0]]), 2) == 1
     assert tc.patch_category(np.array([[1, 0, 2, 3]]), 4, min_purity=0.5) == -100
-
-
-def direct_spectrum(image: np.ndarray, nbins: int, window: bool) -> np.ndarray:
-    """The radially averaged power spectrum written out coefficient by coefficient."""
-    h, w = image.shape
-    weights = np.outer(np.hanning(h), np.hanning(w)) if window else np.ones((h, w))
-    x = (image - image.mean()) * weights
-    coeffs = np.zeros((h, w), dtype=complex)
-    for u in range(h):
-        for v in range(w):
-            phase = np.exp(-2j * np.pi * (u * np.arange(h)[:, None] / h + v * np.arange(w)[None, :] / w))
-            coeffs[u, v] = (x * phase).sum()
-    sums, counts = np.zeros(nbins), np.zeros(nbins)
-    for u in range(h):
-        for v in range(w):
-            fy = u / h if u < (h + 1) // 2 else (u - h) / h
-            fx = v / w if v < (w + 1) // 2 else (v - w) / w
-            rho = math.hypot(fy, fx)
-            if rho == 0 or rho > 0.5:
-                continue
-            for b in range(nbins):  # bin b holds (b·0.5/n, (b+1)·0.5/n]
-                if b * 0.5 / nbins < rho <= (b + 1) * 0.5 / nbins + 1e-12:
-                    sums[b] += abs(coeffs[u, v]) ** 2 / (weights ** 2).sum()
-                    counts[b] += 1
-                    break
-    return sums / counts
-
-
-@pytest.mark.parametrize(("shape", "window"), [((16, 16), True), ((12, 20), False), ((15, 9), True)])
-def test_radial_power_spectrum_matches_the_direct_statement(shape: tuple[int, int], window: bool) -> None:
-    image = np.random.default_rng(6).random(shape)
-    freqs, power = tc.radial_power_spectrum(image, window=window)
-    nbins = min(shape) // 2
-    assert freqs.shape == (nbins,) and freqs[0] == pytest.approx(0.25 / nbins)
-    np.testing.assert_allclose(power, direct_spectrum(image, nbins, window), rtol=1e-10)
-
-
-def test_log_spectral_distance() -> None:
-    freqs = np.linspace(0.01, 0.5, 50)
-    p = np.random.default_rng(7).random(50) + 0.1
-    assert tc.log_spectral_distance(p, p, freqs) == 0.0
-    assert tc.log_spectral_distance(10 * p, p, freqs) == pytest.approx(10.0)  # 10 dB everywhere
-    q = p.copy()
-    q[freqs < 0.25] *= 100  # differences below the band do not count
-    assert tc.log_spectral_distance(q, p, freqs) == 0.0
-    chosen = freqs >= 0.25
-    r = p * np.exp(np.random.default_rng(8).normal(size=50))
-    expected = math.sqrt(np.mean((10 * np.log10(r[chosen] / p[chosen])) ** 2))
-    assert tc.log_spectral_distance(r, p, freqs) == pytest.approx(expected)
-    with pytest.raises(ValueError, match="band"):
-        tc.log_spectral_distance(p, p, freqs, band=(0.6, 0.7))
-
-
-def test_blurring_raises_the_high_frequency_distance() -> None:
-    from scipy import ndimage
-
-    rng = np.random.default_rng(9)
-    texture = ndimage.gaussian_filter(rng.random((64, 64)), 0.7)
-    smooth = ndimage.gaussian_filter(texture, 1.5)
-    assert tc.image_log_spectral_distance(texture, texture) == 0.0
-    assert tc.image_log_spectral_distance(smooth, texture) > 10.0
-    assert tc.image_log_spectral_distance(smooth, texture, band=(0.0, 0.05)) < tc.image_log_spectral_distance(smooth, texture)

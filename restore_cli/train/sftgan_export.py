@@ -41,6 +41,11 @@ def training_record(config: SftganTrainConfig, state: dict[str, Any], checkpoint
         "checkpoint": str(checkpoint),
         "command": config.command_line,
     }
+    # The stages this run started from (stage 2 ← stage 1 ← prior network), each as its own record.
+    if config.init is not None:
+        record["init"] = source_record(config.init)
+    if config.prior_model is not None:
+        record["prior_model"] = source_record(config.prior_model)
     if config.task == "sftgan-prior":
         record.update(cluster_samples=config.cluster_samples)
     elif config.stage == 2:
@@ -51,6 +56,24 @@ def training_record(config: SftganTrainConfig, state: dict[str, Any], checkpoint
     else:
         record.update(losses={"pixel_l1": 1.0})
     return record
+
+
+def source_record(path: Path) -> dict[str, Any]:
+    """What a run started from (--init, --prior-model): a run or checkpoint → its training record
+    (recursively, so an exported stage-2 model lists stage 1 and the prior run); a weights file
+    → its path and sha256; something no longer readable → its path and why."""
+    from restore_cli.engine.weights import sha256_file
+
+    path = Path(path)
+    if path.is_file():
+        return {"weights": str(path), "sha256": sha256_file(path)}
+    try:
+        checkpoint = ckpt.resolve_checkpoint(path)
+        state = ckpt.read_checkpoint_state(checkpoint)
+        config = SftganTrainConfig.from_json(state["config"])
+    except (RestoreError, KeyError, ValueError, OSError) as exc:
+        return {"path": str(path), "unavailable": str(exc)}
+    return training_record(config, state, checkpoint)
 
 
 def export_sftgan_checkpoint(checkpoint: Path, name: str, directory: Path | None = None,

@@ -150,6 +150,10 @@ def test_export_loads_through_the_registry(runs: dict[str, Any]) -> None:
     assert entry.arch == "sftgan" and entry.task == "sr-texture" and entry.scales == [4]
     assert entry.training["stage"] == 2 and entry.training["losses"]["discriminator_feature_matching"] == 1.0
     assert len(entry.training["categories"]) == 2
+    # The record names the stages it came from: stage 1 (from the prior run) and the prior run.
+    stage1 = entry.training["init"]
+    assert stage1["stage"] == 1 and stage1["losses"] == {"pixel_l1": 1.0}
+    assert stage1["prior_model"]["task"] == "sftgan-prior" and stage1["prior_model"]["steps"] > 0
     with safe_open(str(result.weights), framework="pt") as handle:
         keys = list(handle.keys())
         assert handle.metadata()["arch"] == "sftgan"

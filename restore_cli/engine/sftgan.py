@@ -226,11 +226,10 @@ def category_shares(prior: Tensor) -> list[float]:
     return [round(float(v), 4) for v in prior[0].double().mean(dim=(1, 2))]
 
 
-def super_resolve_texture_image(resolver: TextureSuperResolver, image: ImageData, request: PriorRequest,
-                                source: Path | None = None) -> tuple[ImageData, dict[str, Any], np.ndarray]:
-    """×4 SFT-GAN on one image: gray runs as three equal channels (and back), alpha is resized.
-    Returns the result, report details and the prior used (K×H×W float32, for --save-prior)."""
-    x = image_to_tensor(image.pixels)
+def super_resolve_texture(resolver: TextureSuperResolver, x: Tensor, request: PriorRequest,
+                          source: Path | None = None) -> tuple[Tensor, Tensor, str]:
+    """×4 SFT-GAN on a 1×C×h×w tensor in [0, 1]: gray runs as three equal channels and comes back
+    as their mean. Returns the output, the prior used and where it came from."""
     channels = x.shape[1]
     if channels == 1:
         x = x.expand(-1, 3, -1, -1).contiguous()
@@ -238,8 +237,14 @@ def super_resolve_texture_image(resolver: TextureSuperResolver, image: ImageData
         raise RestoreError(f"SFT-GAN takes RGB or gray images, this one has {channels} channels", source)
     prior, origin = resolve_prior(resolver, request, x, source)
     y = resolver.super_resolve(x, prior)
-    if channels == 1:
-        y = y.mean(dim=1, keepdim=True)
+    return (y.mean(dim=1, keepdim=True) if channels == 1 else y), prior, origin
+
+
+def super_resolve_texture_image(resolver: TextureSuperResolver, image: ImageData, request: PriorRequest,
+                                source: Path | None = None) -> tuple[ImageData, dict[str, Any], np.ndarray]:
+    """×4 SFT-GAN on one image (`super_resolve_texture`), alpha resized with it. Returns the
+    result, report details and the prior used (K×H×W float32, for --save-prior)."""
+    y, prior, origin = super_resolve_texture(resolver, image_to_tensor(image.pixels), request, source)
     pixels = tensor_to_image(y)
     alpha = image.alpha
     if alpha is not None and alpha.shape != pixels.shape[:2]:

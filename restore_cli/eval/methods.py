@@ -89,17 +89,18 @@ class ModelMethod(Method):
         return self.runner(restorer, case)
 
     def describe(self) -> dict[str, Any]:
-        models = []
-        for channels, restorer in sorted(self.used.items()):
-            model = restorer.model
-            models.append({
-                "channels": channels, "name": model.name, "arch": model.arch, "config": _jsonable(model.config),
-                "weights": None if model.weights_path is None else str(model.weights_path), "sha256": model.sha256,
-                "device": str(restorer.placement.device), "precision": restorer.placement.precision,
-            })
         data = super().describe()
-        data["models"] = models
+        data["models"] = [model_record(r.model, r.placement, channels) for channels, r in sorted(self.used.items())]
         return data
+
+
+def model_record(model: Any, placement: Any, channels: int) -> dict[str, Any]:
+    """What a report says of one loaded model: name, architecture, weights and hash, placement."""
+    return {
+        "channels": channels, "name": model.name, "arch": model.arch, "config": _jsonable(model.config),
+        "weights": None if model.weights_path is None else str(model.weights_path), "sha256": model.sha256,
+        "device": str(placement.device), "precision": placement.precision,
+    }
 
 
 def _jsonable(value: Any) -> Any:
@@ -300,25 +301,14 @@ class SftganMethod(Method):
         self.definition = f"SFT-GAN ×4, prior: {self.request.describe()}"
 
     def restore(self, case: Case) -> Tensor:
-        from restore_cli.engine.sftgan import resolve_prior
+        from restore_cli.engine.sftgan import super_resolve_texture
 
-        x = case.degraded
-        gray = x.shape[1] == 1
-        if gray:
-            x = x.expand(-1, 3, -1, -1).contiguous()
-        prior, _ = resolve_prior(self.resolver, self.request, x)
-        y = self.resolver.super_resolve(x, prior)
-        return y.mean(dim=1, keepdim=True) if gray else y
+        return super_resolve_texture(self.resolver, case.degraded, self.request)[0]
 
     def describe(self) -> dict[str, Any]:
-        model, placement = self.resolver.model, self.resolver.placement
         data = super().describe()
         data["prior"] = self.request.describe()
-        data["models"] = [{
-            "channels": 3, "name": model.name, "arch": model.arch, "config": _jsonable(model.config),
-            "weights": None if model.weights_path is None else str(model.weights_path), "sha256": model.sha256,
-            "device": str(placement.device), "precision": placement.precision,
-        }]
+        data["models"] = [model_record(self.resolver.model, self.resolver.placement, channels=3)]
         return data
 
 

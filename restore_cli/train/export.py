@@ -42,6 +42,7 @@ def training_record(config: TrainConfig, state: dict[str, Any], checkpoint: Path
             "rate": config.sfm_rate, "mode": config.sfm_mode, "center": config.sfm_center, "spread": config.sfm_spread,
         },
         "init_weights": None if config.init_weights is None else str(config.init_weights),
+        "init": state.get("init"),  # that file's sha256 and training record, read when the run started
         "freeze_prior": config.freeze_prior,
         "init_hyper": config.init_hyper,
         "data_fingerprint": state.get("data_fingerprint"),

@@ -143,6 +143,9 @@ class TrainingRun:
         self.step = 0
         self.last_val: dict[str, Any] | None = None
         self.elapsed_before = 0.0
+        # What a fresh run was initialised from (`model_export.weights_record`), set by `_build`;
+        # a resumed run carries the checkpoint's, and every checkpoint stores it as `init`.
+        self.init_record: dict[str, Any] | None = None
 
     # hooks: what a family provides ---------------------------------------------------------------
 
@@ -234,6 +237,8 @@ class TrainingRun:
         self.rng, self.generator = rank_generators(cfg.seed, self.context.rank)
         if checkpoint is not None:
             self._check_resume(checkpoint)
+        if checkpoint is not None:
+            self.init_record = checkpoint.state.get("init")
         self._build(checkpoint)
         self.scaler = torch.amp.GradScaler("cuda") if self.placement.precision == "fp16" else None
         if checkpoint is not None:
@@ -403,6 +408,8 @@ class TrainingRun:
             state["grad_scaler"] = self.scaler.state_dict() if self.scaler is not None else None
         state.update({"data_fingerprint": self.data_fingerprint, "images": len(self.images), "last_val": self.last_val,
                       "elapsed_s": elapsed, "torch_version": torch.__version__})
+        if self.init_record is not None:
+            state["init"] = self.init_record
         state.update(self._state_extra())
         path = ckpt.save_checkpoint(cfg.output, self.step, self.model.state_dict(), self.optimizer.state_dict(), state,
                                     keep=cfg.keep_checkpoints)

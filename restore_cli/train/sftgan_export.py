@@ -61,12 +61,12 @@ def training_record(config: SftganTrainConfig, state: dict[str, Any], checkpoint
 def source_record(path: Path) -> dict[str, Any]:
     """What a run started from (--init, --prior-model): a run or checkpoint → its training record
     (recursively, so an exported stage-2 model lists stage 1 and the prior run); a weights file
-    → its path and sha256; something no longer readable → its path and why."""
-    from restore_cli.engine.weights import sha256_file
+    → `model_export.weights_record`; something no longer readable → its path and why."""
+    from restore_cli.train.model_export import weights_record
 
     path = Path(path)
     if path.is_file():
-        return {"weights": str(path), "sha256": sha256_file(path)}
+        return weights_record(path)
     try:
         checkpoint = ckpt.resolve_checkpoint(path)
         state = ckpt.read_checkpoint_state(checkpoint)

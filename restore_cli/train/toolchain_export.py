@@ -66,7 +66,7 @@ def export_toolchain_checkpoint(checkpoint: Path, name: str, directory: Path | N
         "elapsed_s": state.get("elapsed_s"),
         "checkpoint": str(path),
     }
-    for key in ("toolbox_sha256", "init_sha256", "agent_sha256", "fixed_chain"):
+    for key in ("toolbox_sha256", "init", "agent_sha256", "fixed_chain"):
         if state.get(key):
             training[key] = state[key]
     if arch == "toolbox":

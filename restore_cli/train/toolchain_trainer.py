@@ -64,6 +64,7 @@ from restore_cli.ops.patches import patch_psnr
 from restore_cli.train import checkpoint as ckpt
 from restore_cli.train.data import load_image_set
 from restore_cli.train.distributed import DistributedContext
+from restore_cli.train.model_export import weights_record
 from restore_cli.train.progress import SilentObserver, StopReason, TrainingObserver, TrainResult
 from restore_cli.train.run_loop import TrainingRun, built_with_seed, learning_rate_at
 from restore_cli.train.toolchain_config import FAMILY, AgentConfig, ToolsConfig, config_mismatches, training_placement
@@ -185,7 +186,8 @@ class _ToolsRun(_ToolchainRun):
     def _load_init(self, path: Path) -> None:
         resolved = resolve_toolchain_model(str(path), "toolbox", "--init", "toolbox", "restore train tools")
         self.model.load_state_dict(resolved.module.state_dict())
-        self.init_sha256 = resolved.sha256
+        self.init_record = (weights_record(resolved.weights_path) if resolved.weights_path is not None
+                            else {"name": resolved.name, "sha256": resolved.sha256})
 
     def _load_tool_val(self) -> PatchPairs | None:
         cfg = self.config
@@ -298,8 +300,6 @@ class _ToolsRun(_ToolchainRun):
 
     def _state_extra(self) -> dict[str, Any]:
         extra: dict[str, Any] = {"mode": self.config.mode}
-        if getattr(self, "init_sha256", None):
-            extra["init_sha256"] = self.init_sha256
         if getattr(self, "agent_sha256", None):
             extra["agent_sha256"] = self.agent_sha256
         return extra

@@ -28,6 +28,7 @@ from restore_cli.ops.dct import SfmMode
 from restore_cli.ops.metrics import psnr, quantize_to_uint8_levels
 from restore_cli.train import checkpoint as ckpt
 from restore_cli.train.data import ImageSet, center_crop, load_image_set, sample_patches, uint8_to_tensor
+from restore_cli.train.model_export import weights_record
 from restore_cli.train.progress import TrainingObserver, TrainResult
 from restore_cli.train.run_config import as_step, changed_settings, config_from_json, config_to_json, milestone_change
 from restore_cli.train.run_loop import TrainingRun, built_with_seed, train_in_process_group
@@ -299,6 +300,8 @@ class _ImageTaskRun(TrainingRun):
         self.model = build_training_model(cfg)
         if checkpoint is None:
             initialise_model(self.model, cfg)
+            if cfg.init_weights is not None:
+                self.init_record = weights_record(cfg.init_weights)
         if cfg.freeze_prior:
             self.model.p.requires_grad_(False)  # type: ignore[union-attr]
         self.model.to(self.device, memory_format=self.memory_format)

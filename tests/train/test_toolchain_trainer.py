@@ -419,6 +419,32 @@ def test_joint_and_generic_modes(data: Path, tmp_path: Path, toolbox_file: Path)
         tools_config(data, tmp_path / "x", mode="joint", init=toolbox_file)
 
 
+def test_joint_export_keeps_the_history_of_the_toolbox_it_started_from(data: Path, tmp_path: Path, toolbox_file: Path) -> None:
+    """A joint run started from a store's toolbox records that toolbox's own training table when it
+    starts; the record survives a resume after the store's file was replaced by the export itself."""
+    from restore_cli.engine.weights import ModelEntry, add_manifest_entry
+
+    store = tmp_path / "store"
+    store.mkdir()
+    (store / "toolbox.safetensors").write_bytes(toolbox_file.read_bytes())
+    box_sha = sha256_file(toolbox_file)
+    add_manifest_entry(ModelEntry(name="toolbox", file="toolbox.safetensors", sha256=box_sha, arch="toolbox",
+                                  config={"channels": 3}, task="toolchain", training={"mode": "single", "steps": 7}), store)
+    agent_path = tmp_path / "agent.safetensors"
+    agent = build_model("toolchain-agent", {"channels": 3, "tools": 12, "patch": 16, "hidden": 8})
+    save_file({k: v.contiguous() for k, v in agent.state_dict().items()}, str(agent_path),
+              metadata={"arch": "toolchain-agent", "config": json.dumps({"channels": 3, "tools": 12, "patch": 16, "hidden": 8})})
+    options = dict(mode="joint", init=store / "toolbox.safetensors", agent=agent_path, max_steps=1)
+    run_tools_training(tools_config(data, tmp_path / "joint", steps=1, **options))
+    export_toolchain_checkpoint(tmp_path / "joint", "toolbox", store, overwrite=True)
+    assert sha256_file(store / "toolbox.safetensors") != box_sha  # the init's file is gone now
+    run_tools_training(tools_config(data, tmp_path / "joint", steps=2, resume=tmp_path / "joint", **options))
+    entry = export_toolchain_checkpoint(tmp_path / "joint", "toolbox", store, overwrite=True).entry
+    assert entry.training["steps"] == 2 and entry.training["mode"] == "joint"
+    init = entry.training["init"]
+    assert init["sha256"] == box_sha and init["name"] == "toolbox" and init["training"] == {"mode": "single", "steps": 7}
+
+
 def test_search_regression_raises_targets_to_the_floor() -> None:
     """With a target floor, the regressed loss is the Huber loss to max(target, floor): a −20 dB
     tool counts as −1 dB; without one the same step sees the raw −20."""

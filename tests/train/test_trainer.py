@@ -256,6 +256,30 @@ def test_freeze_prior_trains_only_the_hyper_network(tmp_path: Path) -> None:
     assert changed, "H did not move"
 
 
+def test_export_records_the_init_weights_and_their_history_across_a_resume(tmp_path: Path) -> None:
+    """--init-prior from a weights store: the export names that file's sha256 and nests its own
+    training record, read when the run started, even after the file was replaced and the run resumed."""
+    from restore_cli.engine.weights import ModelEntry, add_manifest_entry, sha256_file
+    from restore_cli.train.export import export_checkpoint
+
+    data = write_smooth_images(tmp_path / "data")
+    store = tmp_path / "store"
+    store.mkdir()
+    path = store / "dn.safetensors"
+    save_denoiser(path, 3)
+    sha = sha256_file(path)
+    add_manifest_entry(ModelEntry(name="dn", file="dn.safetensors", sha256=sha, arch="resunet-denoiser", config={},
+                                  task="denoise", training={"steps": 5, "seed": 9}), store)
+    config = tiny_config("usrnet", data, tmp_path / "run", steps=2, init_weights=path, freeze_prior=True)
+    run_training(config)
+    path.write_bytes(b"replaced")
+    run_training(tiny_config("usrnet", data, tmp_path / "run", steps=4, init_weights=path, freeze_prior=True,
+                             resume=tmp_path / "run"))
+    entry = export_checkpoint(tmp_path / "run", "u", tmp_path / "out").entry
+    assert entry.training["steps"] == 4
+    assert entry.training["init"] == {"weights": str(path), "sha256": sha, "name": "dn", "training": {"steps": 5, "seed": 9}}
+
+
 @pytest.mark.parametrize(
     ("overrides", "match"),
     [

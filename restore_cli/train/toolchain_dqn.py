@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Callable, Protocol
 
 import numpy as np
 import torch
@@ -39,8 +39,15 @@ class ToolEnvironment(Protocol):
     def apply(self, x: Tensor, tool: int) -> Tensor: ...
 
 
+class ToolRunsStopped(Exception):
+    """Raised by `ToolboxEnvironment.apply` when its `should_stop` says so: how the long phases
+    before training (fixed-chain ranking, chain search) answer Ctrl-C and the time limit within
+    one batch of tool runs instead of at the end of the phase."""
+
+
 class ToolboxEnvironment:
-    """Episodes on training patches (`episode_pairs`) with a frozen toolbox as the tools."""
+    """Episodes on training patches (`episode_pairs`) with a frozen toolbox as the tools.
+    `should_stop`, where set, is asked before every batch of tool runs (`ToolRunsStopped`)."""
 
     def __init__(self, toolbox: nn.Module, images: ImageSet, patch: int, severity: str, single_share: float,
                  device: torch.device, placement: Placement, batch: int = 32) -> None:
@@ -52,6 +59,7 @@ class ToolboxEnvironment:
         self.images, self.patch, self.severity, self.single_share = images, patch, severity, single_share
         self.device, self.placement, self.batch = device, placement, batch
         self.n_tools = len(TOOL_SPECS)
+        self.should_stop: Callable[[], bool] | None = None
 
     def sample(self, n: int, rng: np.random.Generator, generator: torch.Generator) -> PatchPairs:
         return episode_pairs(self.images, n, self.patch, self.severity, self.single_share, rng, generator)
@@ -60,6 +68,8 @@ class ToolboxEnvironment:
     def apply(self, x: Tensor, tool: int) -> Tensor:
         outs = []
         for start in range(0, x.shape[0], self.batch):
+            if self.should_stop is not None and self.should_stop():
+                raise ToolRunsStopped
             part = x[start:start + self.batch].to(self.device).contiguous(memory_format=torch.channels_last)
             with self.placement.autocast():
                 out = self.toolbox(part, tool)

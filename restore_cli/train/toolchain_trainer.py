@@ -76,7 +76,7 @@ from restore_cli.train.toolchain_data import (
     toolbox_pairs,
     validation_rng,
 )
-from restore_cli.train.toolchain_dqn import DQNLearner, Episode, ToolboxEnvironment, epsilon_at
+from restore_cli.train.toolchain_dqn import DQNLearner, Episode, ToolboxEnvironment, ToolRunsStopped, epsilon_at
 from restore_cli.train.toolchain_search import SearchSet, search_regression_step, search_returns
 
 SEARCH_DIR = "search"
@@ -395,11 +395,22 @@ class _AgentRun(_ToolchainRun):
 
     def _prepare(self) -> StopReason | None:
         """The best fixed chain (OUT/fixed-chain.json), then for --method search the search cache,
-        chunk by chunk (kept in OUT/search/; a chunk already there is read)."""
+        chunk by chunk (kept in OUT/search/; a chunk already there is read). Ctrl-C and the time
+        limit stop either within one batch of tool runs; finished chunks stay for a resume."""
+        self.fixed_chain: dict[str, Any] | None = None
+        self.env.should_stop = lambda: self.stop_request.requested or self._out_of_time()
+        try:
+            self.fixed_chain = self._fixed_chain()
+            if self.config.method == "search":
+                self._load_search()
+        except ToolRunsStopped:
+            return "interrupted" if self.stop_request.requested else "time_limit"
+        finally:
+            self.env.should_stop = None
+        return None
+
+    def _load_search(self) -> None:
         cfg = self.config
-        self.fixed_chain = self._fixed_chain()
-        if cfg.method != "search":
-            return None
         folder = cfg.output / SEARCH_DIR
         folder.mkdir(parents=True, exist_ok=True)
         fingerprint = self._search_fingerprint()
@@ -418,8 +429,6 @@ class _AgentRun(_ToolchainRun):
                     raise RestoreError("search cache made with other settings or another toolbox; use another --output", path)
                 tensors = load_file(str(path))
             else:
-                if self.stop_request.requested or self._out_of_time():
-                    return "interrupted" if self.stop_request.requested else "time_limit"
                 rng = np.random.default_rng([cfg.seed, 7, index])
                 generator = torch.Generator().manual_seed(int(np.random.SeedSequence([cfg.seed, 7, index]).generate_state(1)[0]))
                 pairs = self.env.sample(cfg.search_chunk, rng, generator)
@@ -432,7 +441,6 @@ class _AgentRun(_ToolchainRun):
                                  "seconds": time.monotonic() - started})
             parts.append(tensors)
         self.search = SearchSet({key: torch.cat([p[key] for p in parts]) for key in parts[0]})
-        return None
 
     def _fixed_chain(self) -> dict[str, Any] | None:
         """The single chain of ≤ max_steps tools with the best mean PSNR on `fixed_chain_patches`

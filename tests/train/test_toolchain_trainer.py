@@ -419,6 +419,30 @@ def test_joint_and_generic_modes(data: Path, tmp_path: Path, toolbox_file: Path)
         tools_config(data, tmp_path / "x", mode="joint", init=toolbox_file)
 
 
+def test_ctrl_c_stops_the_fixed_chain_ranking_within_a_batch_of_tool_runs(data: Path, tmp_path: Path, toolbox_file: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C during the phases before training (fixed-chain ranking, chain search) ends the run
+    within one batch of tool runs, with nothing half-written, instead of at the end of the phase."""
+    import os
+    import signal
+
+    from restore_cli.train import toolchain_dqn
+
+    original, calls = toolchain_dqn.ToolboxEnvironment.apply, []
+
+    def counting(self: Any, x: torch.Tensor, tool: int) -> torch.Tensor:
+        calls.append(tool)
+        if len(calls) == 3:
+            os.kill(os.getpid(), signal.SIGINT)
+        return original(self, x, tool)
+
+    monkeypatch.setattr(toolchain_dqn.ToolboxEnvironment, "apply", counting)
+    result = run_agent_training(agent_config(data, tmp_path / "a", toolbox_file, method="search", search_patches=4,
+                                             search_chunk=2, fixed_chain_patches=4))
+    assert result.reason == "interrupted" and len(calls) == 3  # ranking all chains takes 12 + 12·B·2 runs
+    assert not (tmp_path / "a" / "fixed-chain.json").exists() and not list((tmp_path / "a").glob("search/*"))
+
+
 def test_joint_export_keeps_the_history_of_the_toolbox_it_started_from(data: Path, tmp_path: Path, toolbox_file: Path) -> None:
     """A joint run started from a store's toolbox records that toolbox's own training table when it
     starts; the record survives a resume after the store's file was replaced by the export itself."""

@@ -237,7 +237,6 @@ class TrainingRun:
         self.rng, self.generator = rank_generators(cfg.seed, self.context.rank)
         if checkpoint is not None:
             self._check_resume(checkpoint)
-        if checkpoint is not None:
             self.init_record = checkpoint.state.get("init")
         self._build(checkpoint)
         self.scaler = torch.amp.GradScaler("cuda") if self.placement.precision == "fp16" else None

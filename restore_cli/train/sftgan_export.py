@@ -41,11 +41,10 @@ def training_record(config: SftganTrainConfig, state: dict[str, Any], checkpoint
         "checkpoint": str(checkpoint),
         "command": config.command_line,
     }
-    # The stages this run started from (stage 2 ← stage 1 ← prior network), each as its own record.
-    if config.init is not None:
-        record["init"] = source_record(config.init)
-    if config.prior_model is not None:
-        record["prior_model"] = source_record(config.prior_model)
+    # The stages this run started from (stage 2 ← stage 1 ← prior network), each as its own record,
+    # as read when the run started (carried in its checkpoints); checkpoints of runs started before
+    # that was kept are read now.
+    record.update(state.get("init") or started_from(config))
     if config.task == "sftgan-prior":
         record.update(cluster_samples=config.cluster_samples)
     elif config.stage == 2:
@@ -56,6 +55,12 @@ def training_record(config: SftganTrainConfig, state: dict[str, Any], checkpoint
     else:
         record.update(losses={"pixel_l1": 1.0})
     return record
+
+
+def started_from(config: SftganTrainConfig) -> dict[str, Any]:
+    """The records of what a run starts from: {"init": …, "prior_model": …} for those given."""
+    sources = {"init": config.init, "prior_model": config.prior_model}
+    return {key: source_record(path) for key, path in sources.items() if path is not None}
 
 
 def source_record(path: Path) -> dict[str, Any]:

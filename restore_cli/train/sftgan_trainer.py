@@ -63,7 +63,7 @@ from restore_cli.train.sftgan_data import (
     validation_crop,
     window_grids,
 )
-from restore_cli.train.sftgan_export import category_descriptions
+from restore_cli.train.sftgan_export import category_descriptions, started_from
 
 VAL_BORDER = SCALE
 LSD_BAND = (0.25, 0.5)
@@ -267,6 +267,8 @@ class _GanRun(_SftganRun):
             prior = load_prior_network(cfg.prior_model)
             generator_config = cfg.generator_config(prior.categories)
             init_tensors = None
+        if checkpoint is None:
+            self.init_record = started_from(cfg)
         generator: SFTGenerator = built_with_seed(cfg.seed, lambda: SFTGenerator(**generator_config))
         if init_tensors is not None:
             generator.load_state_dict(init_tensors, strict=True)

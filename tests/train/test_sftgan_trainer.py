@@ -273,3 +273,23 @@ def test_stage_two_with_two_processes_keeps_identical_weights(runs: dict[str, An
         assert torch.equal(w0[key], w1[key]), key
     start = ckpt.read_model_tensors(runs["s1"])
     assert not torch.equal(w0["generator.sft_branch.0.sft0.SFT_scale_conv1.weight"], start["generator.sft_branch.0.sft0.SFT_scale_conv1.weight"])
+
+
+def test_export_keeps_the_record_of_the_stage_one_it_started_from(runs: dict[str, Any]) -> None:
+    """The init record is read when stage 2 starts and carried by its checkpoints: resuming and
+    exporting after the stage-1 run was trained on (or removed) still names the stage 1 it started from."""
+    import shutil
+
+    data, root = runs["data"], runs["root"]
+    source = root / "s1-moving"
+    shutil.copytree(runs["s1"], source)
+    common = dict(stage=2, init=source, d_nf=4, trunk_warmup=1)
+    run_sftgan_training(config("sftgan", data, root / "carried", steps=1, **common))
+    shutil.rmtree(source)
+    run_sftgan_training(config("sftgan", data, root / "carried", steps=2, resume=root / "carried", **common))
+    entry = export_sftgan_checkpoint(root / "carried", "carried", root / "carried-store").entry
+    stage1 = entry.training["init"]
+    assert "unavailable" not in stage1
+    assert stage1["stage"] == 1 and stage1["steps"] == 6
+    assert stage1["prior_model"]["task"] == "sftgan-prior" and stage1["prior_model"]["steps"] == 40
+    assert entry.training["steps"] == 2

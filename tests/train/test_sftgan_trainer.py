@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -278,8 +279,6 @@ def test_stage_two_with_two_processes_keeps_identical_weights(runs: dict[str, An
 def test_export_keeps_the_record_of_the_stage_one_it_started_from(runs: dict[str, Any]) -> None:
     """The init record is read when stage 2 starts and carried by its checkpoints: resuming and
     exporting after the stage-1 run was trained on (or removed) still names the stage 1 it started from."""
-    import shutil
-
     data, root = runs["data"], runs["root"]
     source = root / "s1-moving"
     shutil.copytree(runs["s1"], source)

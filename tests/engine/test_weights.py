@@ -113,3 +113,17 @@ def test_safetensors_bytes_are_deterministic_and_loadable(tmp_path: Path) -> Non
     path.write_bytes(blobs.pop())
     loaded, meta = read_safetensors(path)
     assert meta == metadata and torch.equal(loaded["b"], tensors["b"]) and torch.equal(loaded["a"], tensors["a"])
+
+
+def test_every_shipped_model_started_from_weights_names_their_sha256() -> None:
+    """A shipped model fine-tuned from (or built on) another weights file keeps that file's sha256
+    and name in `training.init`, so its lineage survives the file being re-exported later."""
+    repo_weights = Path(__file__).resolve().parents[2] / "weights"
+    entries = load_manifest(repo_weights)
+    assert entries, "the repository ships no manifest"
+    started_from_file = [e for e in entries.values() if e.training.get("init_weights")]
+    assert started_from_file, "expected at least one shipped model started from a weights file (usrnet)"
+    for entry in started_from_file:
+        init = entry.training.get("init")
+        assert isinstance(init, dict), f"{entry.name}: no training.init record"
+        assert len(init.get("sha256", "")) == 64 and init.get("name"), f"{entry.name}: incomplete init record {init}"

@@ -45,20 +45,22 @@ def fitted_model(arch: str, model_config: dict[str, Any], tensors: dict[str, Ten
 
 def weights_record(path: Path) -> dict[str, Any]:
     """What a run started from when that was a weights file: its path and sha256, and, where the
-    manifest beside it has an entry with that sha256, the entry's name and `training` table, so
-    that an exported model keeps the history of the model it was fine-tuned from (read when the
-    run starts: the file may be replaced later, for example by the export itself)."""
+    manifest beside it or the weights store's manifest (a copy taken out of the store) has an entry
+    with that sha256, the entry's name and `training` table, so that an exported model keeps the
+    history of the model it was fine-tuned from (read when the run starts: the file may be
+    replaced later, for example by the export itself)."""
     path = Path(path)
     sha = sha256_file(path)
     record: dict[str, Any] = {"weights": str(path), "sha256": sha}
-    try:
-        entries = load_manifest(path.parent)
-    except RestoreError:
-        return record
-    for entry in entries.values():
-        if entry.sha256 == sha:
-            record.update(name=entry.name, training=entry.training)
-            break
+    for directory in dict.fromkeys((path.parent.resolve(), weights_dir().resolve())):
+        try:
+            entries = load_manifest(directory)
+        except RestoreError:
+            continue
+        for entry in entries.values():
+            if entry.sha256 == sha:
+                record.update(name=entry.name, training=entry.training)
+                return record
     return record
 
 

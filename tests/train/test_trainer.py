@@ -280,6 +280,29 @@ def test_export_records_the_init_weights_and_their_history_across_a_resume(tmp_p
     assert entry.training["init"] == {"weights": str(path), "sha256": sha, "name": "dn", "training": {"steps": 5, "seed": 9}}
 
 
+def test_init_record_finds_a_copy_of_a_store_file_in_the_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A weights file copied out of the store (to keep it while the store's file is re-exported) is
+    still named by the store's manifest entry with the same sha256; an unknown file gets no name."""
+    import shutil
+
+    from restore_cli.engine.weights import ModelEntry, add_manifest_entry, sha256_file
+    from restore_cli.train.model_export import weights_record
+
+    store = tmp_path / "store"
+    store.mkdir()
+    save_denoiser(store / "dn.safetensors", 3)
+    sha = sha256_file(store / "dn.safetensors")
+    add_manifest_entry(ModelEntry(name="dn", file="dn.safetensors", sha256=sha, arch="resunet-denoiser", config={},
+                                  task="denoise", training={"steps": 7}), store)
+    monkeypatch.setenv("RESTORE_WEIGHTS_DIR", str(store))
+    (tmp_path / "copies").mkdir()
+    copy = shutil.copy(store / "dn.safetensors", tmp_path / "copies" / "dn-old.safetensors")
+    assert weights_record(copy) == {"weights": str(copy), "sha256": sha, "name": "dn", "training": {"steps": 7}}
+    other = tmp_path / "copies" / "other.safetensors"
+    save_denoiser(other, 1)
+    assert weights_record(other) == {"weights": str(other), "sha256": sha256_file(other)}
+
+
 @pytest.mark.parametrize(
     ("overrides", "match"),
     [

@@ -160,8 +160,8 @@ def usrnet(
     sfm_center: SfmCenterOpt = 0.85,
     sfm_spread: SfmSpreadOpt = 0.15,
     arch_config: ArchConfigOpt = [],  # noqa: B006
-    init_prior: Annotated[Optional[Path], typer.Option("--init-prior", help="Initialise the prior p from a resunet-denoiser .safetensors of the same widths and nb (a colour file starts a gray prior and vice versa).", rich_help_panel=PANEL_MODEL)] = None,
-    freeze_prior: Annotated[bool, typer.Option("--freeze-prior", help="Keep the --init-prior weights fixed and train H only (about 1/3 less work per step; the plug-and-play stage).", rich_help_panel=PANEL_MODEL)] = False,
+    init: Annotated[Optional[Path], typer.Option("--init", "--init-prior", help="Start from a usrnet .safetensors of the same size (prior and H: fine-tuning), or the prior p alone from a resunet-denoiser .safetensors of the same widths and nb (a colour file starts a gray prior and vice versa).", rich_help_panel=PANEL_MODEL)] = None,
+    freeze_prior: Annotated[bool, typer.Option("--freeze-prior", help="Keep the --init prior fixed and train H only (about 1/3 less work per step; the plug-and-play stage).", rich_help_panel=PANEL_MODEL)] = False,
     init_hyper: Annotated[HyperInitChoice, typer.Option("--init-hyper", help="Start H from random weights, or fitted to DPIR's schedule (σ_k log-spaced 49/255 → max(s, 255σ)/255, α_k = 0.23 σ²/σ_k²).", rich_help_panel=PANEL_MODEL)] = HyperInitChoice.random,
     steps: StepsOpt = 100_000,
     lr: LrOpt = 1e-4,
@@ -186,7 +186,7 @@ def usrnet(
         sfm_mode, sfm_center, sfm_spread,
     )
     scale_values = tuple(int(s) for s in parse_number_list(scales, "--scales", integer=True))
-    _run({"task": "usrnet", **kwargs, "scales": scale_values, "init_weights": init_prior, "freeze_prior": freeze_prior, "init_hyper": init_hyper.value}, quiet)
+    _run({"task": "usrnet", **kwargs, "scales": scale_values, "init_weights": init, "freeze_prior": freeze_prior, "init_hyper": init_hyper.value}, quiet)
 
 
 @train_app.command(

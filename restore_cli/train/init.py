@@ -1,7 +1,9 @@
 """Starting points for training: a ResUNet from denoiser weights, USRNet's H from a schedule.
 
+- `load_usrnet_weights`: a whole USRNet (`restore train usrnet --init` with a usrnet file), to
+  fine-tune prior and H together, e.g. after a plug-and-play stage that trained H alone.
 - `load_resunet_weights`: the denoiser itself (`restore train denoiser --init`) or USRNet's prior
-  (`restore train usrnet --init-prior`) from a resunet-denoiser file. A colour file can start a
+  (`restore train usrnet --init` with a denoiser file) from a resunet-denoiser file. A colour file can start a
   gray network and the other way round: the input weights of the RGB channels are summed (gray
   from colour) or split in three (colour from gray), the output weights averaged or replicated, so
   that on a gray image replicated to RGB the new network computes what the old one did.
@@ -75,6 +77,24 @@ def load_resunet_weights(target: nn.Module, tensors: dict[str, Tensor], metadata
         raise RestoreError(f"{role} does not fit: it needs a denoiser {wanted}, the file holds {found}", path)
     target.load_state_dict(loaded)
     return "converted" if converted else "exact"
+
+
+def load_usrnet_weights(target: nn.Module, tensors: dict[str, Tensor], path: Path) -> str:
+    """Load a whole usrnet file (prior p and H) into the USRNet `target`; returns "exact".
+    RestoreError naming the file and the tensors that differ when the sizes do not match."""
+    state = target.state_dict()
+    missing = [k for k in state if k not in tensors]
+    extra = [k for k in tensors if k not in state]
+    resized = [k for k in state if k in tensors and tuple(tensors[k].shape) != tuple(state[k].shape)]
+    if missing or extra or resized:
+        shown = ", ".join((missing + extra + resized)[:3])
+        raise RestoreError(
+            f"--init does not fit this usrnet's --arch-config: {len(missing)} tensors missing, {len(extra)} extra, "
+            f"{len(resized)} of another shape (e.g. {shown})",
+            path,
+        )
+    target.load_state_dict({k: tensors[k].to(v.dtype) for k, v in state.items()})
+    return "exact"
 
 
 def hyper_schedule(sigma: Tensor, scale: Tensor, n_iter: int) -> tuple[Tensor, Tensor]:

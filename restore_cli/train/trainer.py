@@ -155,7 +155,7 @@ class TrainConfig:
         need(self.task == "usrnet" or not self.freeze_prior, "--freeze-prior applies to usrnet training only")
         need(self.task == "usrnet" or self.init_hyper == "random", "--init-hyper applies to usrnet training only")
         need(self.init_hyper in get_args(HyperInit), f"--init-hyper must be one of {', '.join(get_args(HyperInit))}")
-        need(not self.freeze_prior or self.init_weights is not None, "--freeze-prior needs --init-prior (a frozen random prior learns nothing)")
+        need(not self.freeze_prior or self.init_weights is not None, "--freeze-prior needs --init (a frozen random prior learns nothing)")
         need(self.precision in get_args(PrecisionName), f"--precision must be one of {', '.join(get_args(PrecisionName))}")
         need(self.checkpoint_every >= 1, "--checkpoint-every must be >= 1")
         need(self.keep_checkpoints >= 0, "--keep must be >= 0 (0 keeps every checkpoint)")
@@ -230,14 +230,19 @@ def build_training_model(config: TrainConfig) -> nn.Module:
 
 
 def load_init_weights(model: nn.Module, config: TrainConfig) -> str:
-    """Load `config.init_weights` into the denoiser, or into USRNet's prior p; "exact"/"converted"."""
+    """Load `config.init_weights` into the denoiser, or for USRNet into the whole model (a usrnet
+    file: fine-tuning) or its prior p (a resunet-denoiser file); "exact"/"converted"."""
     from restore_cli.engine.weights import read_safetensors
-    from restore_cli.train.init import load_resunet_weights
+    from restore_cli.train.init import load_resunet_weights, load_usrnet_weights
 
     assert config.init_weights is not None
     tensors, metadata = read_safetensors(config.init_weights)
+    if config.task == "usrnet" and metadata.get("arch") == "usrnet":
+        if config.init_hyper != "random":
+            raise RestoreError("--init-hyper dpir would replace the H of this usrnet file; leave it out to fine-tune", config.init_weights)
+        return load_usrnet_weights(model, tensors, config.init_weights)
     if config.task == "usrnet":
-        return load_resunet_weights(model.p, tensors, metadata, config.init_weights, "--init-prior")  # type: ignore[arg-type]
+        return load_resunet_weights(model.p, tensors, metadata, config.init_weights, "--init")  # type: ignore[arg-type]
     return load_resunet_weights(model, tensors, metadata, config.init_weights, "--init")
 
 

@@ -52,7 +52,7 @@ def test_help_groups_options_and_ends_with_examples() -> None:
     text = runner.invoke(train_app, ["usrnet", "--help"], terminal_width=200).output
     for panel in ("Data", "Degradation", "Model", "Optimisation", "Checkpoints", "Device & precision", "Reporting"):
         assert panel in text
-    assert "[default: 1,2,3,4]" in text and "--init-prior" in text
+    assert "[default: 1,2,3,4]" in text and "--init,--init-prior" in text
 
 
 def test_train_resume_and_export_from_the_command_line(tmp_path: Path) -> None:

@@ -190,11 +190,31 @@ def test_init_prior_loads_a_denoiser_into_the_usrnet_prior(tmp_path: Path) -> No
         assert torch.equal(model.p.state_dict()[key], value)
 
     save_denoiser(path, 3, {"nc": [8, 16, 16, 32], "nb": 1})
-    with pytest.raises(RestoreError, match="--init-prior does not fit"):
+    with pytest.raises(RestoreError, match="--init does not fit"):
         load_init_weights(build_training_model(config), config)
     (tmp_path / "h.safetensors").write_bytes(b"")
     with pytest.raises(RestoreError, match="h.safetensors"):
         load_init_weights(build_training_model(config), tiny_config("usrnet", tmp_path, tmp_path / "run", init_weights=tmp_path / "h.safetensors"))
+
+
+def test_init_from_a_usrnet_file_fine_tunes_prior_and_h(tmp_path: Path) -> None:
+    from restore_cli.models.architectures import build_model
+
+    torch.manual_seed(5)
+    source = build_model("usrnet", {"in_nc": 4, "out_nc": 3, **TINY_USRNET})
+    path = tmp_path / "usrnet.safetensors"
+    save_file({k: v.contiguous() for k, v in source.state_dict().items()}, str(path), metadata={"arch": "usrnet"})
+    config = tiny_config("usrnet", tmp_path, tmp_path / "run", init_weights=path)
+    model = build_training_model(config)
+    assert load_init_weights(model, config) == "exact"
+    for key, value in source.state_dict().items():
+        assert torch.equal(model.state_dict()[key], value), key
+
+    with pytest.raises(RestoreError, match="--init-hyper dpir would replace the H"):
+        load_init_weights(build_training_model(config), tiny_config("usrnet", tmp_path, tmp_path / "run", init_weights=path, init_hyper="dpir"))
+    wider = tiny_config("usrnet", tmp_path, tmp_path / "run", init_weights=path, arch_config={**TINY_USRNET, "h_nc": 16})
+    with pytest.raises(RestoreError, match=r"--init does not fit .* of another shape"):
+        load_init_weights(build_training_model(wider), wider)
 
 
 @pytest.mark.parametrize(("source", "target"), [(3, 1), (1, 3)])
@@ -331,5 +351,5 @@ def test_usrnet_patch_must_divide_by_every_scale() -> None:
 
 
 def test_freeze_prior_needs_an_initial_prior() -> None:
-    with pytest.raises(RestoreError, match="--freeze-prior needs --init-prior"):
+    with pytest.raises(RestoreError, match="--freeze-prior needs --init"):
         TrainConfig(task="usrnet", data=("x",), output="o", freeze_prior=True)

@@ -56,8 +56,14 @@ def start_distributed(use_cuda: bool) -> DistributedContext:
     return DistributedContext(rank=rank, world_size=world_size, local_rank=local_rank, owns_group=True)
 
 
-def stop_distributed(context: DistributedContext) -> None:
+def stop_distributed(context: DistributedContext, finished: bool = True) -> None:
+    """Leave the group this process created. After a normal finish every rank first meets at a
+    barrier: a rank that tears its gloo connections down while a peer is still using them can
+    make the peer abort ("terminate called without an active exception"). After a failure the
+    peers may never arrive, so the barrier is skipped."""
     if context.owns_group and dist.is_initialized():
+        if finished:
+            dist.barrier()
         dist.destroy_process_group()
 
 

@@ -507,9 +507,12 @@ def train_in_process_group(run_class: type[TrainingRun], config: Any, observer: 
     process group and trains on its local GPU; only rank 0 writes and talks to `observer`."""
     device = select_device(config.device)
     context = start_distributed(device.type == "cuda")
+    finished = False
     try:
         if context.enabled and device.type == "cuda":
             device = torch.device("cuda", context.local_rank)
-        return run_class(config, observer or SilentObserver(), context, device).train()
+        result = run_class(config, observer or SilentObserver(), context, device).train()
+        finished = True
+        return result
     finally:
-        stop_distributed(context)
+        stop_distributed(context, finished)

@@ -169,6 +169,15 @@ class ToolchainMethod(Method):
         case.details["chain"] = chain.names
         return y
 
+    def describe(self) -> dict[str, Any]:
+        """Both files the chains come from (the toolbox and the agent), so that a report names the
+        pair it measured."""
+        data = super().describe()
+        channels = self.runner.channels
+        data["models"] = [model_record(self.runner.toolbox, self.runner.placement, channels),
+                          model_record(self.runner.agent_model, self.runner.placement, channels)]
+        return data
+
 
 class FixedChainMethod(Method):
     """One fixed chain of tools applied to every input, with the toolbox of a toolchain model: a
@@ -259,12 +268,8 @@ class GenericCNNMethod(Method):
         return self.runner.run(case.degraded)
 
     def describe(self) -> dict[str, Any]:
-        model = self.runner.model
         data = super().describe()
-        data["models"] = [{"channels": self.runner.channels, "name": model.name, "arch": model.arch,
-                           "config": _jsonable(model.config), "sha256": model.sha256,
-                           "weights": None if model.weights_path is None else str(model.weights_path),
-                           "device": str(self.runner.placement.device), "precision": self.runner.placement.precision}]
+        data["models"] = [model_record(self.runner.model, self.runner.placement, self.runner.channels)]
         return data
 
 

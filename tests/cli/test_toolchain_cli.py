@@ -252,6 +252,10 @@ def test_eval_scores_fixed_chains_beside_the_agent(cli, tmp_path: Path, models: 
                            for r in no_stop)  # the stop-only agent is forced through three tools
     assert all(r["details"]["chain"] == ["stop"] for r in report["records"] if r["method"] == "model")
     assert methods["fixed-chain"]["label"] == "Fixed chain noise-3 → blur-1 (train-best)"
+    # The report names the pair it measured: the store's toolbox and the agent file, by sha256.
+    assert [(m["arch"], m["sha256"]) for m in methods["model"]["models"]] == [
+        ("toolbox", sha256_file(store / "toolbox.safetensors")), ("toolchain-agent", sha256_file(stopper))]
+    assert report["run"]["device"] == "cpu" and report["run"]["precision"] == "fp32"
     avg = {a["method"]: a["psnr"] for a in report["averages"]}
     assert avg["model"] == avg["input"]
     assert avg["fixed-chain"] != avg["input"] and avg["chain:blur-1"] != avg["fixed-chain"] and avg["model-no-stop"] != avg["input"]

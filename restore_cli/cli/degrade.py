@@ -44,6 +44,7 @@ class DownChoice(str, Enum):
 
 
 class PresetChoice(str, Enum):
+    light = "light"
     mild = "mild"
     moderate = "moderate"
     severe = "severe"

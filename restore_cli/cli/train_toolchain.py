@@ -44,6 +44,7 @@ PANEL_SEARCH = "Searched returns (--method search)"
 
 
 class SeverityChoice(str, Enum):
+    light = "light"
     mild = "mild"
     moderate = "moderate"
     severe = "severe"
@@ -184,6 +185,7 @@ def agent_command(
     hidden: Annotated[int, typer.Option("--hidden", min=1, help="LSTM units (50 in RL-Restore).", rich_help_panel=PANEL_MODEL)] = 50,
     severity: SeverityOpt = SeverityChoice.moderate,
     single_share: Annotated[float, typer.Option("--single-share", min=0.0, max=1.0, help="Share of episodes starting from a single tool's distortion (about 1:1 in the reference).", rich_help_panel=PANEL_DEGRADATION)] = 0.5,
+    clean_share: Annotated[float, typer.Option("--clean-share", min=0.0, max=1.0, help="search: share of episodes starting from the clean patch itself, where every tool loses: teaches the agent to stop at once on undamaged input. The rest (1 − single − clean) are --severity mixtures.", rich_help_panel=PANEL_DEGRADATION)] = 0.0,
     max_steps: Annotated[int, typer.Option("--max-steps", min=1, max=10, help="Longest chain (3 in RL-Restore).", rich_help_panel=PANEL_AGENT)] = 3,
     gamma: Annotated[float, typer.Option("--gamma", min=0.0, max=1.0, help="Discount of later PSNR gains.", rich_help_panel=PANEL_AGENT)] = 0.99,
     batch: Annotated[int, typer.Option("--batch", min=1, help="Episodes (dqn) or searched paths (search) per optimizer step.", rich_help_panel=PANEL_OPTIM)] = 32,
@@ -224,7 +226,7 @@ def agent_command(
     config = AgentConfig(
         data=tuple(data), output=output, toolbox=toolbox, method=method.value, val=val, channels=int(channels.value),
         patch=patch, hidden=hidden, batch=batch, steps=steps, lr=lr, severity=severity.value, single_share=single_share,
-        max_steps=max_steps, gamma=gamma, replay=replay, learn_start=learn_start, train_every=train_every,
+        clean_share=clean_share, max_steps=max_steps, gamma=gamma, replay=replay, learn_start=learn_start, train_every=train_every,
         target_every=target_every, epsilon_steps=epsilon_steps, epsilon_end=epsilon_end, parallel=parallel,
         lr_half_life=lr_half_life, lr_floor=lr_floor, search_patches=search_patches, beam=beam, search_chunk=search_chunk,
         fixed_chain_patches=fixed_chain_patches, target_floor=target_floor, milestones=parse_number_list(milestones, "--milestones"), lr_gamma=lr_gamma, seed=seed, device=device,

@@ -43,7 +43,8 @@ SFM_NOISE: Final[tuple[float, ...]] = tuple(float(s) for s in range(10, 101, 10)
 SR_SCALES: Final[tuple[int, ...]] = (2, 3, 4)
 JPEG_QUALITIES: Final[tuple[int, ...]] = (10, 20, 30, 40)
 DEBLUR_NOISE: Final[float] = 7.65  # DPIR main_dpir_deblur.py
-TOOLCHAIN_LEVELS: Final[tuple[str, ...]] = tuple(SEVERITY_WINDOWS)
+# The reference's three levels; "light" is measured when asked for (--level light,…).
+TOOLCHAIN_LEVELS: Final[tuple[str, ...]] = ("mild", "moderate", "severe")
 
 #: Default kernel files, looked up under ../shared/datasets/kernels (see `default_kernel_file`).
 DEFAULT_KERNEL_FILES: Final[dict[ProtocolName, str]] = {

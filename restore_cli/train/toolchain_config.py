@@ -166,6 +166,7 @@ class AgentConfig:
     lr: float | None = None
     severity: str = "moderate"
     single_share: float = 0.5
+    clean_share: float = 0.0
     max_steps: int = MAX_STEPS
     gamma: float = 0.99
     # dqn
@@ -217,6 +218,10 @@ class AgentConfig:
         _validate_common(self)
         _need(self.hidden >= 1, "--hidden must be >= 1")
         _need(0 <= self.single_share <= 1, f"--single-share must be in [0, 1], got {self.single_share}")
+        _need(0 <= self.clean_share <= 1 - self.single_share + 1e-9,
+              f"--clean-share must be in [0, 1 − --single-share], got {self.clean_share} with --single-share {self.single_share}")
+        _need(self.clean_share == 0 or self.method == "search",
+              "--clean-share needs --method search: DQN skips patches above 50 dB, as the reference does, so clean starts never reach it")
         _need(1 <= self.max_steps <= 10, "--max-steps must be in 1..10")
         _need(0 <= self.gamma <= 1, "--gamma must be in [0, 1]")
         _need(self.replay >= self.max_steps * self.parallel, "--replay must hold at least one round (max steps × --parallel transitions)")

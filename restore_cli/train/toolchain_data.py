@@ -130,18 +130,26 @@ def mixed_pairs(images: ImageSet, batch: int, patch: int, severity: str, rng: np
 
 
 def episode_pairs(images: ImageSet, batch: int, patch: int, severity: str, single_share: float,
-                  rng: np.random.Generator, generator: torch.Generator) -> PatchPairs:
+                  rng: np.random.Generator, generator: torch.Generator, clean_share: float = 0.0) -> PatchPairs:
     """Starting patches of agent episodes: with probability `single_share` a single distortion
-    from a random tool's range, else a mixed one. Draw order: patches; then per patch the choice,
-    (single) the tool and its parameter or (mixed) the distortion, and its noise."""
+    from a random tool's range, with probability `clean_share` the clean patch itself (every tool
+    can only lose there: the case the stop action is for), else a mixed one at `severity`.
+    Draw order: patches; then per patch one uniform number that makes the choice, (single) the
+    tool and its parameter or (mixed) the distortion, and its noise; so clean_share 0 draws
+    exactly as before it existed."""
     check_severity(severity)
+    if single_share + clean_share > 1.0 + 1e-9:
+        raise ValueError(f"single_share + clean_share must be at most 1, got {single_share} + {clean_share}")
     clean = sample_patches(images, batch, patch, rng)
     inputs = []
     for i in range(batch):
         one = clean[i:i + 1]
-        if rng.random() < single_share:
+        u = rng.random()
+        if u < single_share:
             spec = TOOL_SPECS[int(rng.integers(len(TOOL_SPECS)))]
             inputs.append(apply_single_distortion(one, spec.distortion, draw_tool_parameters(spec, 1, rng), generator))
+        elif u < single_share + clean_share:
+            inputs.append(one.clone())
         else:
             inputs.append(apply_mixed_distortion(one, draw_mixed_distortion(rng, severity), generator))
     return PatchPairs(torch.cat(inputs), clean)

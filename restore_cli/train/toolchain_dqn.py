@@ -50,19 +50,21 @@ class ToolboxEnvironment:
     `should_stop`, where set, is asked before every batch of tool runs (`ToolRunsStopped`)."""
 
     def __init__(self, toolbox: nn.Module, images: ImageSet, patch: int, severity: str, single_share: float,
-                 device: torch.device, placement: Placement, batch: int = 32) -> None:
+                 device: torch.device, placement: Placement, batch: int = 32, clean_share: float = 0.0) -> None:
         # channels_last and batches of 32 patches: 1.4–1.7× faster tool runs on the CPU than NCHW
         # (measured on 63×63 patches; larger batches are slower there, out of cache).
         self.toolbox = toolbox.to(device).eval().to(memory_format=torch.channels_last)
         for p in self.toolbox.parameters():
             p.requires_grad_(False)
         self.images, self.patch, self.severity, self.single_share = images, patch, severity, single_share
+        self.clean_share = clean_share
         self.device, self.placement, self.batch = device, placement, batch
         self.n_tools = len(TOOL_SPECS)
         self.should_stop: Callable[[], bool] | None = None
 
     def sample(self, n: int, rng: np.random.Generator, generator: torch.Generator) -> PatchPairs:
-        return episode_pairs(self.images, n, self.patch, self.severity, self.single_share, rng, generator)
+        return episode_pairs(self.images, n, self.patch, self.severity, self.single_share, rng, generator,
+                             self.clean_share)
 
     @torch.no_grad()
     def apply(self, x: Tensor, tool: int) -> Tensor:

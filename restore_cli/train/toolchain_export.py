@@ -59,6 +59,8 @@ def export_toolchain_checkpoint(checkpoint: Path, name: str, directory: Path | N
         "patch": config.get("patch"),
         "lr": config.get("lr"),
         "severity": config.get("severity"),
+        "single_share": config.get("single_share"),
+        "clean_share": config.get("clean_share"),
         "precision": state.get("precision"),
         "data_fingerprint": state.get("data_fingerprint"),
         "images": state.get("images"),

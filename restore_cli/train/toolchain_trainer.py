@@ -318,7 +318,7 @@ class _AgentRun(_ToolchainRun):
         if checkpoint is not None and checkpoint.state.get("toolbox_sha256") != toolbox.sha256:
             raise RestoreError("the toolbox differs from the one the checkpoint was trained with", checkpoint.path)
         self.env = ToolboxEnvironment(toolbox.module, self.images, cfg.patch, cfg.severity, cfg.single_share,
-                                      self.device, self.placement)
+                                      self.device, self.placement, clean_share=cfg.clean_share)
         self.val_pairs = self._load_val(cfg.severity)
         self.model = self._new_model()
         self.agent: ToolchainAgent = self.model  # type: ignore[assignment]
@@ -386,7 +386,7 @@ class _AgentRun(_ToolchainRun):
     def _search_fingerprint(self) -> str:
         cfg = self.config
         keys = {"toolbox": self.toolbox_sha256, "data": self.data_fingerprint, "seed": cfg.seed, "severity": cfg.severity,
-                "single_share": cfg.single_share, "patch": cfg.patch, "channels": cfg.channels, "max_steps": cfg.max_steps,
+                "single_share": cfg.single_share, "clean_share": cfg.clean_share, "patch": cfg.patch, "channels": cfg.channels, "max_steps": cfg.max_steps,
                 "beam": cfg.beam, "gamma": cfg.gamma, "chunk": cfg.search_chunk}
         return hashlib.sha256(json.dumps(keys, sort_keys=True).encode()).hexdigest()
 

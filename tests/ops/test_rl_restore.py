@@ -25,9 +25,11 @@ from restore_cli.ops.rl_restore import (
 
 
 def test_severity_windows_and_triple_counts() -> None:
-    assert SEVERITY_WINDOWS == {"mild": (9, 11), "moderate": (12, 17), "severe": (18, 20)}
+    assert SEVERITY_WINDOWS == {"light": (1, 4), "mild": (9, 11), "moderate": (12, 17), "severe": (18, 20)}
     counts = {s: len(level_triples(s)) for s in SEVERITY_WINDOWS}
-    assert counts == {"mild": 163, "moderate": 434, "severe": 163}
+    assert counts == {"light": 20, "mild": 163, "moderate": 434, "severe": 163}
+    # light: no level above 4, and the nearly clean triple is in it
+    assert max(max(t) for t in level_triples("light")) == 4 and (1, 1, 1) in level_triples("light")
     for severity, (lo, hi) in SEVERITY_WINDOWS.items():
         triples = level_triples(severity)
         assert len(set(triples)) == len(triples)
@@ -55,7 +57,7 @@ def _levels_of(d: MixedDistortion) -> tuple[int, int, int]:
     return lb, ln, lj
 
 
-@pytest.mark.parametrize("severity", ["mild", "moderate", "severe"])
+@pytest.mark.parametrize("severity", ["light", "mild", "moderate", "severe"])
 def test_draws_fall_in_the_window_and_cover_it(severity: str) -> None:
     rng = np.random.default_rng(0)
     draws = [draw_mixed_distortion(rng, severity) for _ in range(1500)]

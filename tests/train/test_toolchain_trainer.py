@@ -25,7 +25,7 @@ from restore_cli.ops.degradation import jpeg_compress
 from restore_cli.ops.kernels import fspecial_gaussian
 from restore_cli.ops.patches import patch_psnr
 from restore_cli.train.data import ImageSet
-from restore_cli.train.toolchain_data import PatchPairs, apply_single_distortion, draw_tool_parameters, multi_scale_set
+from restore_cli.train.toolchain_data import PatchPairs, apply_single_distortion, draw_tool_parameters, episode_pairs, multi_scale_set
 from restore_cli.train.toolchain_config import AgentConfig, ToolsConfig
 from restore_cli.train.toolchain_dqn import DQNLearner, DQNSettings, Episode, ReplayMemory, dqn_learning_rate, epsilon_at
 from restore_cli.train.toolchain_export import export_toolchain_checkpoint
@@ -241,6 +241,26 @@ def test_single_distortions_follow_the_recipe() -> None:
     for spec in TOOL_SPECS:
         values = draw_tool_parameters(spec, 200, rng)
         assert values.min() >= spec.low and values.max() <= spec.high and values.max() - values.min() > 0.8 * (spec.high - spec.low)
+
+
+def test_clean_share_starts_episodes_from_the_clean_patch() -> None:
+    rng = np.random.default_rng(3)
+    smooth = ndimage.gaussian_filter(rng.random((160, 160, 3)), (3, 3, 0))
+    images = ImageSet(images=((255 * (smooth - smooth.min()) / np.ptp(smooth)).astype(np.uint8),), paths=(Path("a"),), channels=3)
+
+    def clean_count(single: float, clean: float, n: int = 400) -> int:
+        pairs = episode_pairs(images, n, 16, "moderate", single, np.random.default_rng(0), torch.Generator().manual_seed(0), clean)
+        return int(sum(torch.equal(a, b) for a, b in zip(pairs.inputs, pairs.targets)))
+
+    assert clean_count(0.0, 1.0) == 400  # every start is the clean patch
+    assert clean_count(0.5, 0.0) == 0  # no mixed or single distortion leaves a patch untouched
+    assert 140 <= clean_count(0.5, 0.4) <= 180  # the share holds, beside the single distortions
+    with pytest.raises(ValueError, match="at most 1"):
+        episode_pairs(images, 4, 16, "moderate", 0.7, rng, torch.Generator(), 0.4)
+    with pytest.raises(RestoreError, match="--clean-share"):
+        AgentConfig(data=(Path("."),), output=Path("runs/agent"), method="search", single_share=0.7, clean_share=0.4)
+    with pytest.raises(RestoreError, match="--method search"):
+        AgentConfig(data=(Path("."),), output=Path("runs/agent"), method="dqn", clean_share=0.1)
 
 
 def test_three_scales_follow_matlab_sizes_and_drop_small_versions() -> None:

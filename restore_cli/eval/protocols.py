@@ -62,6 +62,7 @@ from restore_cli.eval.settings import (
     default_ssim,
 )
 from restore_cli.ops.colour import rgb_to_y
+from restore_cli.ops.rl_restore import SEVERITY_WINDOWS
 from restore_cli.ops.metrics import psnr, psnr_b, quantize_to_uint8_levels, ssim
 from restore_cli.ops.spectrum import UPPER_HALF, hf_energy_db, lsd_hf
 from restore_cli.ops.wiener import DEFAULT_ALPHA_FACTOR
@@ -254,7 +255,9 @@ def describe_protocol(config: EvalConfig) -> dict[str, Any]:
                                                   if config.pad_mode == "reflect" else ""))
     if p is ProtocolName.toolchain:
         d["recipe"] = ("RL-Restore: Gaussian blur (21×21, replicate borders) → AWGN clipped to [0, 1] → Pillow JPEG at the "
-                       "rounded quality; levels L_b + L_n + L_j − 2 in mild [9, 11], moderate [12, 17], severe [18, 20]")
+                       "rounded quality; levels L_b + L_n + L_j − 2 in "
+                       + ", ".join(f"{name} [{lo}, {hi}]" for name, (lo, hi) in SEVERITY_WINDOWS.items())
+                       + " (light is this project's, below the reference's three)")
         d["patches"] = f"{config.patch}×{config.patch} non-overlapping, from the top-left" if config.patch else "whole images"
         d["draws"] = ("numpy Generator(seed, crc32(item), crc32(level)) for the levels and parameters, a torch Generator "
                       "seeded from it for the noise")

@@ -27,7 +27,7 @@ from restore_cli.ops.kernels import fspecial_gaussian
 
 Boundary = Literal["wrap", "reflect", "replicate"]
 Down = Literal["direct", "bicubic"]
-Preset = Literal["light", "mild", "moderate", "severe"]
+Preset = rl_restore.Severity
 
 RL_RESTORE_KERNEL_SIZE = 21
 

@@ -18,21 +18,23 @@ import numpy as np
 import torch
 from PIL import Image
 
-from restore_cli.engine.toolchain import greedy_rollout, load_toolchain, module_tools
+from restore_cli.engine.toolchain import ToolFn, apply_tool_batched, greedy_rollout, load_toolchain, module_tools
 from restore_cli.eval.degradations import patches, to_tensor, toolchain_input, uint8_to_float32
 from restore_cli.train.toolchain_data import PatchPairs
 from restore_cli.train.toolchain_search import search_returns
 
 
 class _Tools:
+    """The frozen toolbox as the environment `search_returns` expects."""
+
     n_tools = 12
 
-    def __init__(self, toolbox: torch.nn.Module) -> None:
-        self.run = module_tools(toolbox)
+    def __init__(self, run: ToolFn) -> None:
+        self.run = run
 
     @torch.no_grad()
     def apply(self, x: torch.Tensor, tool: int) -> torch.Tensor:
-        return torch.cat([self.run(x[i:i + 64], tool) for i in range(0, x.shape[0], 64)])
+        return apply_tool_batched(self.run, tool, x, batch=64)
 
 
 def main() -> None:
@@ -45,8 +47,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     runner = load_toolchain(args.toolbox, args.agent, device="cpu", precision="fp32")
-    toolbox, agent = runner.toolbox.module.eval(), runner.agent
-    tools = _Tools(toolbox)
+    run = module_tools(runner.toolbox.module.eval())
+    tools = _Tools(run)
     files = sorted(p for p in args.data.iterdir() if p.suffix.lower() in {".png", ".bmp", ".jpg", ".tif"})[: args.limit]
     for level in args.level.split(","):
         xs, gts = [], []
@@ -57,7 +59,7 @@ def main() -> None:
                 xs.append(degraded.reshape(3, 63, 63))
                 gts.append(to_tensor(uint8_to_float32(part)).reshape(3, 63, 63))
         x, gt = torch.stack(xs), torch.stack(gts)
-        rollout = greedy_rollout(module_tools(toolbox), agent, x, gt)
+        rollout = greedy_rollout(run, runner.agent, x, gt)
         searched = search_returns(tools, PatchPairs(x, gt), max_steps=3, beam=3, gamma=1.0)
         oracle = searched["targets.0"][:, 0].max(dim=1).values.clamp_min(0.0)
         agent_gain = rollout.psnr_out - rollout.psnr_in

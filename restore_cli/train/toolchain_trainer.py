@@ -85,6 +85,18 @@ FIXED_CHAIN_BEAM = 12
 DQN_FILE_RE = re.compile(r"^dqn-(\d+)\.safetensors$")
 
 
+@torch.no_grad()
+def tool_psnrs(toolbox: nn.Module, pairs: list[PatchPairs]) -> list[tuple[float, float]]:
+    """Tool i on pairs[i] (its own distortion): (mean PSNR of the output clamped to [0, 1], mean
+    PSNR gain over the input) per tool, in dB."""
+    results = []
+    for index, pair in enumerate(pairs):
+        out = toolbox(pair.inputs, index).float().clamp(0.0, 1.0)
+        psnr_out = float(patch_psnr(out, pair.targets).mean())
+        results.append((psnr_out, psnr_out - float(patch_psnr(pair.inputs, pair.targets).mean())))
+    return results
+
+
 # --- the runs --------------------------------------------------------------------------------------
 
 
@@ -196,7 +208,7 @@ class _ToolsRun(_ToolchainRun):
         images = load_image_set([cfg.val], cfg.channels, min_size=cfg.patch)
         rng, generator = validation_rng()
         per_tool = max(1, cfg.val_patches // len(TOOL_SPECS))
-        pairs = [tool_pairs(images, spec, per_tool, cfg.patch, rng, generator) for spec in TOOL_SPECS]
+        pairs = toolbox_pairs(images, per_tool, cfg.patch, rng, generator)
         return PatchPairs(torch.stack([p.inputs for p in pairs]), torch.stack([p.targets for p in pairs]))
 
     def _make_batch(self) -> Any:
@@ -278,14 +290,10 @@ class _ToolsRun(_ToolchainRun):
         model.eval()
         try:
             if cfg.mode == "single":
-                gains = {}
-                outs = []
-                for index, spec in enumerate(TOOL_SPECS):
-                    x, y = self.val_pairs.inputs[index].to(self.device), self.val_pairs.targets[index].to(self.device)
-                    out = model(x, index).float().clamp(0.0, 1.0)
-                    outs.append(float(patch_psnr(out, y).mean()))
-                    gains[spec.name] = round(outs[-1] - float(patch_psnr(x, y).mean()), 3)
-                return {"psnr": float(np.mean(outs)), "gain_per_tool": gains,
+                pairs = [PatchPairs(x, y).to(self.device) for x, y in zip(self.val_pairs.inputs, self.val_pairs.targets)]
+                outs, gains = zip(*tool_psnrs(model, pairs))
+                return {"psnr": float(np.mean(outs)),
+                        "gain_per_tool": {spec.name: round(g, 3) for spec, g in zip(TOOL_SPECS, gains)},
                         "protocol": f"{self.val_pairs.inputs.shape[1]} patches per tool in its range, RGB [0,1] PSNR"}
             x, y = self.val_pairs.inputs.to(self.device), self.val_pairs.targets.to(self.device)
             if cfg.mode == "generic":

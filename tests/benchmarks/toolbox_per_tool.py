@@ -19,9 +19,9 @@ import torch
 
 from restore_cli.engine.toolchain import resolve_toolchain_model
 from restore_cli.models.toolchain import TOOL_SPECS
-from restore_cli.ops.patches import patch_psnr
 from restore_cli.train.data import load_image_set
-from restore_cli.train.toolchain_data import tool_pairs
+from restore_cli.train.toolchain_data import toolbox_pairs
+from restore_cli.train.toolchain_trainer import tool_psnrs
 
 
 def main() -> None:
@@ -33,16 +33,12 @@ def main() -> None:
     args = parser.parse_args()
     images = load_image_set([args.data], 3, min_size=63)
     rng, generator = np.random.default_rng([args.seed, 99]), torch.Generator().manual_seed(args.seed)
-    pairs = [tool_pairs(images, spec, args.patches, 63, rng, generator) for spec in TOOL_SPECS]
+    pairs = toolbox_pairs(images, args.patches, 63, rng, generator)
     print(f"{args.patches} {args.data.name} patches per tool, seed {args.seed}; gains in dB: "
           + " ".join(spec.name for spec in TOOL_SPECS))
     for name in args.toolbox:
         box = resolve_toolchain_model(name, "toolbox", "toolbox", "toolbox", "restore train tools").module.eval()
-        gains = []
-        with torch.no_grad():
-            for index, pair in enumerate(pairs):
-                out = box(pair.inputs, index).float().clamp(0.0, 1.0)
-                gains.append(float(patch_psnr(out, pair.targets).mean() - patch_psnr(pair.inputs, pair.targets).mean()))
+        gains = [gain for _, gain in tool_psnrs(box, pairs)]
         print(f"{name}: " + " ".join(f"{g:+.2f}" for g in gains) + f"  mean {np.mean(gains):+.2f}", flush=True)
 
 

@@ -55,6 +55,11 @@ class MethodChoice(str, Enum):
     search = "search"
 
 
+class ToolsLossChoice(str, Enum):
+    mse = "mse"
+    psnr = "psnr"
+
+
 class ToolPrecisionChoice(str, Enum):
     """The toolchain models run in fp32 or bf16 (no fp16 path)."""
 
@@ -129,6 +134,7 @@ def tools(
     severity: SeverityOpt = SeverityChoice.moderate,
     steps: StepsOpt = 100_000,
     lr: Annotated[float, typer.Option("--lr", min=0.0, help="Adam learning rate.", rich_help_panel=PANEL_OPTIM)] = 1e-3,
+    loss: Annotated[ToolsLossChoice, typer.Option("--loss", help="mse: mean squared error over the batch; psnr: the mean over patches of 10·log10(MSE), i.e. minus the mean patch PSNR that the toolchain eval reports (weighs every patch alike instead of the most damaged ones).", rich_help_panel=PANEL_OPTIM)] = ToolsLossChoice.mse,
     milestones: MilestonesOpt = "0.5,0.75,0.9",
     lr_gamma: GammaOpt = 0.5,
     seed: SeedOpt = 0,
@@ -154,7 +160,7 @@ def tools(
         data=tuple(data), output=output, mode="joint" if joint else "generic" if generic else "single", val=val,
         channels=int(channels.value), patch=patch, batch=batch, steps=steps, lr=lr,
         milestones=parse_number_list(milestones, "--milestones"), lr_gamma=lr_gamma, severity=severity.value,
-        init=init, agent=agent, single_weight=single_weight, max_steps=max_steps, seed=seed, device=device,
+        init=init, agent=agent, single_weight=single_weight, loss=loss.value, max_steps=max_steps, seed=seed, device=device,
         precision=precision.value, checkpoint_every=checkpoint_every, keep_checkpoints=keep,
         time_limit=None if time_limit is None else parse_duration(time_limit), val_every=val_every,
         val_patches=val_patches, log_every=log_every, resume=resume, command_line=command_line(),

@@ -92,7 +92,12 @@ def majority_vote(actions: Sequence[int] | Tensor, n_actions: int, scores: Tenso
 
 def patch_psnr(x: Tensor, target: Tensor) -> Tensor:
     """Per-image PSNR on [0, 1] data, 10·log10(1 / (MSE + 1e-10)) (RL-Restore's reward): N."""
+    return -patch_log_mse(x, target)
+
+
+def patch_log_mse(x: Tensor, target: Tensor) -> Tensor:
+    """Per-image 10·log10(MSE + 1e-10) on [0, 1] data, minus `patch_psnr`, differentiable: N."""
     if x.shape != target.shape:
         raise ValueError(f"shapes differ: {tuple(x.shape)} vs {tuple(target.shape)}")
     mse = (x.float() - target.float()).pow(2).flatten(1).mean(dim=1)
-    return 10.0 * torch.log10(1.0 / (mse + 1e-10))
+    return 10.0 * torch.log10(mse + 1e-10)

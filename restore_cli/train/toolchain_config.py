@@ -23,6 +23,7 @@ from restore_cli.train.toolchain_dqn import DQNSettings
 FAMILY = "toolchain"
 ToolsMode = Literal["single", "joint", "generic"]
 AgentMethod = Literal["dqn", "search"]
+ToolsLoss = Literal["mse", "psnr"]
 PrecisionName = Literal["auto", "fp32", "bf16"]
 ARCH_OF_MODE: dict[str, str] = {"single": "toolbox", "joint": "toolbox", "generic": "generic-cnn"}
 MANIFEST_TASK: dict[str, str] = {"toolbox": "toolchain", "toolchain-agent": "toolchain", "generic-cnn": "toolchain-baseline"}
@@ -96,6 +97,7 @@ class ToolsConfig:
     init: Path | None = None
     agent: Path | None = None
     single_weight: float = 1.0
+    loss: ToolsLoss = "mse"
     max_steps: int = MAX_STEPS
     seed: int = 0
     device: str = "auto"
@@ -125,6 +127,7 @@ class ToolsConfig:
             _need(self.agent is None, "--agent applies to --joint training only")
         _need(not (self.mode == "generic" and self.init is not None), "--init applies to toolbox training only")
         _need(self.single_weight >= 0, "--single-weight must be >= 0")
+        _need(self.loss in get_args(ToolsLoss), f"--loss must be mse or psnr, got {self.loss!r}")
         _need(1 <= self.max_steps <= 10, "--max-steps must be in 1..10")
         _need(self.prefetch is None or self.prefetch >= 0, "prefetch depth must be >= 0")
 

@@ -60,7 +60,7 @@ from restore_cli.engine.device import Placement, select_device
 from restore_cli.engine.toolchain import DEFAULT_TOOLBOX, chain_text, greedy_rollout, rank_fixed_chains, resolve_toolchain_model
 from restore_cli.errors import RestoreError
 from restore_cli.models.toolchain import TOOL_SPECS, ToolchainAgent
-from restore_cli.ops.patches import patch_psnr
+from restore_cli.ops.patches import patch_log_mse, patch_psnr
 from restore_cli.train import checkpoint as ckpt
 from restore_cli.train.data import load_image_set
 from restore_cli.train.distributed import DistributedContext
@@ -83,6 +83,15 @@ SEARCH_DIR = "search"
 FIXED_CHAIN_FILE = "fixed-chain.json"
 FIXED_CHAIN_BEAM = 12
 DQN_FILE_RE = re.compile(r"^dqn-(\d+)\.safetensors$")
+
+
+def tools_loss(kind: str, out: Tensor, target: Tensor) -> Tensor:
+    """`--loss`: "mse", the batch MSE, or "psnr", the mean over patches of 10·log10(MSE), which is
+    minus the mean patch PSNR the toolchain eval reports: every patch counts alike, where the MSE
+    is dominated by the most damaged ones."""
+    if kind == "mse":
+        return F.mse_loss(out, target)
+    return patch_log_mse(out, target).mean()
 
 
 @torch.no_grad()
@@ -236,19 +245,22 @@ class _ToolsRun(_ToolchainRun):
                 pairs = pairs.to(device)
                 with self.placement.autocast():
                     out = model(pairs.inputs.contiguous(memory_format=torch.channels_last), index)
-                total = total + F.mse_loss(out.float(), pairs.targets)
+                total = total + self._criterion(out.float(), pairs.targets)
             return total / len(batch)
         if cfg.mode == "generic":
             pairs = batch.to(device)
             with self.placement.autocast():
                 out = model(pairs.inputs.contiguous(memory_format=torch.channels_last))
-            return F.mse_loss(out.float(), pairs.targets)
+            return self._criterion(out.float(), pairs.targets)
         mixed, index, single = batch
-        chain_loss = F.mse_loss(self._chain_output(mixed.inputs.to(device)), mixed.targets.to(device))
+        chain_loss = self._criterion(self._chain_output(mixed.inputs.to(device)), mixed.targets.to(device))
         single = single.to(device)
         with self.placement.autocast():
             out = model(single.inputs, index)
-        return chain_loss + cfg.single_weight * F.mse_loss(out.float(), single.targets)
+        return chain_loss + cfg.single_weight * self._criterion(out.float(), single.targets)
+
+    def _criterion(self, out: Tensor, target: Tensor) -> Tensor:
+        return tools_loss(self.config.loss, out, target)
 
     def _chain_output(self, x: Tensor) -> Tensor:
         """The agent's greedy chain on each patch with gradients through the tools it used."""

@@ -30,7 +30,7 @@ from restore_cli.train.toolchain_config import AgentConfig, ToolsConfig
 from restore_cli.train.toolchain_dqn import DQNLearner, DQNSettings, Episode, ReplayMemory, dqn_learning_rate, epsilon_at
 from restore_cli.train.toolchain_export import export_toolchain_checkpoint
 from restore_cli.train.toolchain_search import SearchSet, search_regression_step, search_returns
-from restore_cli.train.toolchain_trainer import run_agent_training, run_tools_training
+from restore_cli.train.toolchain_trainer import run_agent_training, run_tools_training, tools_loss
 
 
 @pytest.fixture(autouse=True)
@@ -335,6 +335,25 @@ def test_tools_training_resumes_bit_exactly_and_exports(data: Path, tmp_path: Pa
         assert torch.equal(model.module.state_dict()[key], value)
     with pytest.raises(RestoreError, match="already exists"):
         export_toolchain_checkpoint(tmp_path / "a", "toolbox", tmp_path / "weights")
+
+
+def test_psnr_loss_is_minus_the_mean_patch_psnr_and_weighs_patches_alike(data: Path, tmp_path: Path) -> None:
+    target = torch.zeros(2, 3, 8, 8)
+    out = target.clone()
+    out[0] += 0.1  # MSE 1e-2: 20 dB
+    out[1] += 0.001  # MSE 1e-6: 60 dB
+    assert tools_loss("psnr", out, target).item() == pytest.approx(-(20 + 60) / 2, abs=1e-3)
+    assert tools_loss("mse", out, target).item() == pytest.approx((1e-2 + 1e-6) / 2, rel=1e-4)
+    out.requires_grad_(True)
+    tools_loss("psnr", out, target).backward()
+    grad = out.grad.flatten(1).abs().sum(dim=1)
+    # halving either patch's error gains the same 6 dB, so the small error gets the larger push
+    assert grad[1] / grad[0] == pytest.approx(100.0, rel=1e-3)
+    trained = run_tools_training(tools_config(data, tmp_path / "psnr", loss="psnr", steps=6, lr=3e-3))
+    assert all(-80 < loss < 0 for loss in trained.losses)  # minus a PSNR in dB
+    assert trained.losses[-1] < trained.losses[0]
+    with pytest.raises(RestoreError, match="--loss"):
+        tools_config(data, tmp_path / "x", loss="l1")
 
 
 @pytest.fixture(scope="module")

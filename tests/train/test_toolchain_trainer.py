@@ -329,6 +329,7 @@ def test_tools_training_resumes_bit_exactly_and_exports(data: Path, tmp_path: Pa
     entry = load_manifest(tmp_path / "weights")["toolbox"]
     assert entry.sha256 == sha256_file(result.weights) and entry.task == "toolchain" and entry.arch == "toolbox"
     assert entry.training["steps"] == 4 and entry.training["command"] == "restore train tools …"
+    assert entry.training["loss"] == "mse" and entry.training["lr_gamma"] == 0.5
     assert entry.training["tool_ranges"]["noise-3"] == {"reference": "tool07", "distortion": "noise", "low": 17.0, "high": 27.0}
     model = load_entry(entry, tmp_path / "weights")
     for key, value in load_file(str(straight.checkpoint / "model.safetensors")).items():
